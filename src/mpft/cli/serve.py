@@ -1,0 +1,114 @@
+"""``mpft serve``: the web page and JSON API, run with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from pathlib import Path
+
+import typer
+
+from mpft.cli import app
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket here so a taken port is a clear ServeError, not a uvicorn exit."""
+    from mpft.errors import ServeError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServeError(f"cannot resolve --host {host!r}: {exc}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise ServeError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+            "choose another --port or stop the other server"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _access_log_to_stderr() -> None:
+    # One bare JSON object per line, not wrapped by the CLI's rich handler.
+    from mpft.serve.middleware import ACCESS_LOGGER
+
+    logger = logging.getLogger(ACCESS_LOGGER)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+@app.command("serve")
+def serve_cmd(
+    model: Path = typer.Option(None, "--model", "-m", help="Checkpoint dir (default: the shipped detector)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    max_upload_mb: float = typer.Option(20.0, help="Largest request body in MiB (all files); 413 above."),
+    max_pixels: int = typer.Option(None, help="Largest width*height decoded (default 64 MP); 422 above."),
+    max_files: int = typer.Option(16, help="Most images in one /api/v1/predict request."),
+    max_concurrency: int = typer.Option(2, help="Model calls running at once; further requests get 503."),
+    queue_timeout: float = typer.Option(0.1, help="Seconds a request waits for a model slot before 503."),
+    workers_threads: int = typer.Option(
+        None, "--workers-threads", help="Torch CPU threads for inference (default: torch's choice)."
+    ),
+    device: str = typer.Option("cpu", help="auto, cpu or cuda."),
+) -> None:
+    """Serve the detector: a drop-an-image web page at / and a JSON API (docs at /docs).
+
+    Example: mpft serve --model runs/x/best --port 8000, then open http://127.0.0.1:8000/
+    """
+    import uvicorn
+
+    from mpft.checkpoint import read_config
+    from mpft.data.images import DEFAULT_MAX_PIXELS
+    from mpft.detector import Detector
+    from mpft.detectors import DEFAULT_DETECTOR_DIR
+    from mpft.errors import CheckpointError, ConfigError
+    from mpft.serve import ServeSettings, create_app
+
+    if port < 0 or port > 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {port}")
+    settings = ServeSettings.from_mb(
+        max_upload_mb,
+        max_pixels=max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS,
+        max_files=max_files,
+        max_concurrency=max_concurrency,
+        acquire_timeout_s=queue_timeout,
+    )
+    # Fail fast on a wrong path; the slow part (building the backbone) happens after startup.
+    if model is None and not (DEFAULT_DETECTOR_DIR / "config.json").is_file():
+        raise CheckpointError(
+            f"no default detector is installed at {DEFAULT_DETECTOR_DIR}; pass --model RUN_DIR/best"
+        )
+    read_config(model if model is not None else DEFAULT_DETECTOR_DIR)
+    if workers_threads is not None:
+        if workers_threads < 1:
+            raise ConfigError(f"--workers-threads must be >= 1, got {workers_threads}")
+        import torch
+
+        torch.set_num_threads(workers_threads)
+
+    log = logging.getLogger("mpft.serve")
+    if host not in _LOOPBACK:
+        log.warning("listening on %s: the service is reachable from other machines", host)
+    sock = _bind(host, port)
+    _access_log_to_stderr()
+    application = create_app(lambda: Detector.load(model, device=device), settings)
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"mpft serve: http://{shown}:{sock.getsockname()[1]}/ (model loads in the background; "
+               "GET /readyz says when it is ready)", err=True)
+    config = uvicorn.Config(application, log_config=None, access_log=False, server_header=False,
+                            timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[sock])

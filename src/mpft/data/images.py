@@ -1,0 +1,288 @@
+"""Safe image decoding: any file in, an RGB ``PIL.Image`` (or a clear ``ImageDecodeError``) out.
+
+Datasets scraped from the web hold zero-byte files, truncated downloads, HTML pages named
+``.jpg``, CMYK JPEGs, 16-bit PNGs, animations and decompression bombs. Everything that reads
+pixels in mpft goes through :func:`decode_image` so that each of these is handled once, the
+same way, in training, evaluation and the server.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from mpft.errors import ImageDecodeError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "DecodedImage",
+    "decode_image",
+    "is_image_file",
+    "sniff_image_type",
+]
+
+log = logging.getLogger(__name__)
+
+#: Largest image (width * height) decoded by default; 64 MP is ~192 MB of RGB pixels.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+_EXIF_ORIENTATION = 0x0112
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+# LOAD_TRUNCATED_IMAGES is a Pillow module global; the lock keeps our temporary override
+# from racing with another thread doing the same.
+_TRUNCATION_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Result of :func:`decode_image`.
+
+    Attributes:
+        image: RGB image, EXIF orientation applied, size (W, H) possibly swapped from the file's.
+        source: file path, ``"<bytes>"`` or ``"<image>"``.
+        format: Pillow format name (``"JPEG"``, ``"PNG"`` ...) or None when unknown.
+        original_mode: Pillow mode of the file (``"CMYK"``, ``"I;16"``, ``"P"`` ...).
+        original_size: (width, height) as stored in the file, before EXIF rotation.
+        notes: human-readable remarks on every conversion that was applied.
+    """
+
+    image: Image.Image
+    source: str
+    format: str | None
+    original_mode: str
+    original_size: tuple[int, int]
+    notes: tuple[str, ...]
+
+
+def sniff_image_type(head: bytes) -> str | None:
+    """Return the image type from magic bytes, or None.
+
+    Args:
+        head: the first bytes of a file (16 are enough; fewer may give None).
+
+    Returns:
+        One of ``"jpeg"``, ``"png"``, ``"gif"``, ``"webp"``, ``"bmp"``, ``"tiff"`` or None.
+    """
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if len(head) >= 12 and head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "webp"
+    # "BM" alone matches plain text; the four reserved header bytes are zero in real BMPs.
+    if len(head) >= 10 and head.startswith(b"BM") and head[6:10] == b"\x00\x00\x00\x00":
+        return "bmp"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    return None
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True when the file's content starts like a supported image, whatever its extension.
+
+    Unreadable or missing files give False, never an exception.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return False
+    return sniff_image_type(head) is not None
+
+
+def decode_image(
+    src: str | os.PathLike | bytes | Image.Image, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> DecodedImage:
+    """Decode an image file, bytes or PIL image into a fully loaded RGB image.
+
+    Args:
+        src: a path, the encoded bytes, or an already opened PIL image (not closed here).
+        max_pixels: reject images with more than this many pixels, checked from the header
+            before any pixel data is decoded. Pillow's own ``Image.MAX_IMAGE_PIXELS`` bomb
+            guard also applies and is reported as the same error.
+
+    Returns:
+        A :class:`DecodedImage` whose ``image`` has mode ``"RGB"``.
+
+    Raises:
+        ImageDecodeError: missing, empty, not an image, truncated, too large or zero-size.
+    """
+    if isinstance(src, Image.Image):
+        source = str(getattr(src, "filename", "") or "<image>")
+        return _decode_opened(src, source, max_pixels)
+    if isinstance(src, bytes | bytearray | memoryview):
+        source = "<bytes>"
+        if len(src) == 0:
+            raise ImageDecodeError(source, "empty data (0 bytes)")
+        fh: io.IOBase = io.BytesIO(bytes(src))
+        return _decode_stream(fh, source, max_pixels)
+    path = Path(src)
+    source = str(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageDecodeError(source, "file not found") from None
+    except OSError as exc:
+        raise ImageDecodeError(source, f"cannot read file: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise ImageDecodeError(source, "is a directory, not an image file")
+    if size == 0:
+        raise ImageDecodeError(source, "empty file (0 bytes)")
+    try:
+        with open(path, "rb") as fh:
+            return _decode_stream(fh, source, max_pixels)
+    except OSError as exc:
+        # Only open() itself can get here; decoding errors are converted inside.
+        raise ImageDecodeError(source, f"cannot read file: {exc.strerror or exc}") from None
+
+
+def _decode_stream(fh, source: str, max_pixels: int) -> DecodedImage:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(fh)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(source, f"image too large (decompression bomb guard): {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(source, "not an image (content is not a format Pillow can read)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(source, f"corrupt image header: {exc}") from None
+    with im:
+        return _decode_opened(im, source, max_pixels)
+
+
+def _decode_opened(im: Image.Image, source: str, max_pixels: int) -> DecodedImage:
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(source, f"zero-size image ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            source, f"image too large: {width}x{height} = {width * height} pixels > max_pixels={max_pixels}"
+        )
+    notes: list[str] = []
+    n_frames = int(getattr(im, "n_frames", 1) or 1)
+    if n_frames > 1:
+        notes.append(f"animated: first of {n_frames} frames used")
+    original_mode = im.mode
+    fmt = im.format
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if n_frames > 1:
+                im.seek(0)
+            _load_strict(im)
+            oriented = im
+            if im.getexif().get(_EXIF_ORIENTATION, 1) not in (None, 1):
+                # Before mode conversion: convert() drops the EXIF that exif_transpose reads.
+                oriented = ImageOps.exif_transpose(im)
+                notes.append("EXIF orientation applied")
+            rgb = _to_rgb(oriented, notes)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(source, f"image too large (decompression bomb guard): {exc}") from None
+    except ImageDecodeError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+        raise ImageDecodeError(source, f"cannot decode pixel data (truncated or corrupt): {exc}") from None
+    if rgb is im:
+        # Never hand out the caller's (or the soon-to-be-closed file's) image object.
+        rgb = rgb.copy()
+    return DecodedImage(
+        image=rgb,
+        source=source,
+        format=fmt,
+        original_mode=original_mode,
+        original_size=(width, height),
+        notes=tuple(notes),
+    )
+
+
+def _load_strict(im: Image.Image) -> None:
+    """Load all pixel data, failing on truncation instead of padding with grey."""
+    if not ImageFile.LOAD_TRUNCATED_IMAGES:
+        im.load()
+        return
+    with _TRUNCATION_LOCK:
+        previous = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            im.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
+    """Convert a loaded image of any mode to RGB, recording what was done in ``notes``."""
+    mode = im.mode
+    if mode == "RGB" and "transparency" not in im.info:
+        return im
+    if mode == "P" or mode == "PA":
+        notes.append("palette converted")
+        has_alpha = mode == "PA" or "transparency" in im.info
+        im = im.convert("RGBA" if has_alpha else "RGB")
+        mode = im.mode
+    elif "transparency" in im.info and mode in ("RGB", "L"):
+        # A tRNS colour key in RGB/L PNGs is transparency without an alpha band.
+        im = im.convert("RGBA" if mode == "RGB" else "LA")
+        mode = im.mode
+    if mode in _ALPHA_MODES:
+        notes.append("alpha composited on white")
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode == "CMYK":
+        notes.append("CMYK converted to RGB")
+        return im.convert("RGB")
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        gray = _high_depth_to_l(im, notes)
+        notes.append("grayscale")
+        return gray.convert("RGB")
+    if mode == "1":
+        notes.append("1-bit converted")
+        notes.append("grayscale")
+        return im.convert("L").convert("RGB")
+    if mode == "L":
+        notes.append("grayscale")
+        return im.convert("RGB")
+    if mode != "RGB":
+        notes.append(f"{mode} converted to RGB")
+    return im.convert("RGB")
+
+
+def _high_depth_to_l(im: Image.Image, notes: list[str]) -> Image.Image:
+    """Map 16-bit / 32-bit integer / float grayscale onto 0..255 by scaling, not clipping."""
+    arr = np.asarray(im)
+    if im.mode in _SIXTEEN_BIT_MODES:
+        notes.append("16-bit reduced to 8-bit")
+        scaled = (arr.astype(np.float64) * (255.0 / 65535.0)).round()
+    elif im.mode == "I":
+        peak = int(arr.max()) if arr.size else 0
+        if peak <= 255 and int(arr.min()) >= 0:
+            scaled = arr.astype(np.float64)
+        else:
+            # Pillow opens some 16-bit files as 32-bit "I": assume 16-bit range unless exceeded.
+            notes.append("16-bit reduced to 8-bit")
+            top = 65535.0 if peak <= 65535 else float(peak)
+            scaled = np.clip(arr, 0, None).astype(np.float64) * (255.0 / top)
+            scaled = scaled.round()
+    else:
+        notes.append("float image scaled to 8-bit")
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        if lo >= 0.0 and hi <= 1.0:
+            scaled = np.nan_to_num(arr) * 255.0
+        elif hi > lo:
+            scaled = (np.nan_to_num(arr, nan=lo) - lo) * (255.0 / (hi - lo))
+        else:
+            scaled = np.zeros_like(arr)
+        scaled = np.round(scaled)
+    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")

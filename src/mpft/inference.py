@@ -1,0 +1,62 @@
+"""Batched scoring of a dataset with a detector (shared by train's validation, eval and predict)."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mpft.data.dataset import ImageDataset, make_loader
+from mpft.model import DetectorModel
+from mpft.tam import MaskConfig
+
+log = logging.getLogger(__name__)
+
+
+def autocast_for(device: torch.device, enabled: bool = True):
+    """bf16 autocast on GPU; fp32 on CPU (bf16 on CPU is slower and less accurate here)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.inference_mode()
+def score_dataset(
+    model: DetectorModel,
+    dataset: ImageDataset,
+    *,
+    batch_size: int = 32,
+    workers: int = 0,
+    device: torch.device | None = None,
+    mask: MaskConfig | None = None,
+    progress: bool = False,
+    desc: str = "scoring",
+    indices: list[int] | None = None,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Probability of "generated" for every item; failed items get NaN and a reason.
+
+    Returns (scores (N,) float64 with NaN where decoding failed, {index: reason}).
+    """
+    device = device or next(model.parameters()).device
+    model.eval()
+    n = len(dataset)
+    scores = np.full(n, np.nan, dtype=np.float64)
+    errors: dict[int, str] = {}
+    sampler = indices if indices is not None else None
+    loader = make_loader(dataset, batch_size, shuffle=False, workers=workers, seed=0, sampler=sampler)
+    total = len(indices) if indices is not None else n
+    bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False, dynamic_ncols=True)
+    gen = torch.Generator().manual_seed(0)
+    for batch in loader:
+        for idx, reason in batch.errors:
+            errors[int(idx)] = reason
+        if batch.pixels.shape[0]:
+            with autocast_for(device):
+                logits = model(batch.pixels.to(device, non_blocking=True), mask, generator=gen)
+            scores[batch.indices.numpy()] = torch.sigmoid(logits.float()).cpu().numpy()
+        bar.update(batch.pixels.shape[0] + len(batch.errors))
+    bar.close()
+    return scores, errors

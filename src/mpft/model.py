@@ -1,0 +1,151 @@
+"""The detector network: CLIP encoder + tuning strategy + one-logit head, with TAM applied in training.
+
+Tuning strategies decide which tensors train (and therefore which a checkpoint stores):
+
+- ``linear``: frozen backbone, linear head on the embedding (the UnivFD baseline);
+- ``last-k``: the last K blocks, post-LayerNorm, projection and head;
+- ``lora``: LoRA adapters (peft) on attention and MLP projections, plus the head;
+- ``full``: everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from mpft import tam
+from mpft.backbones.encoder import ClipEncoder
+from mpft.errors import ConfigError
+
+TUNE_STRATEGIES = ("linear", "last-k", "lora", "full")
+
+
+@dataclass
+class TuneConfig:
+    strategy: str = "last-k"
+    layers: int = 4
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in TUNE_STRATEGIES:
+            raise ConfigError(f"tuning strategy {self.strategy!r} is not one of {TUNE_STRATEGIES}")
+        if self.layers < 1:
+            raise ConfigError(f"--layers must be >= 1, got {self.layers}")
+        if self.lora_rank < 1:
+            raise ConfigError(f"--lora-rank must be >= 1, got {self.lora_rank}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TuneConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown tuning settings {sorted(unknown)}")
+        return cls(**d)
+
+
+class DetectorModel(nn.Module):
+    """encoder -> (B, E) embedding -> Linear(E, 1) -> logit of "generated"."""
+
+    def __init__(self, encoder: ClipEncoder, tune: TuneConfig):
+        super().__init__()
+        if tune.strategy == "last-k" and tune.layers > encoder.num_layers:
+            raise ConfigError(f"--layers {tune.layers} exceeds the backbone's {encoder.num_layers} blocks")
+        self.encoder = encoder
+        self.tune = tune
+        self.head = nn.Linear(encoder.embed_dim, 1)
+        nn.init.normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+        self._configure_trainable()
+
+    # ---- which tensors train ---------------------------------------------------------------
+    def _configure_trainable(self) -> None:
+        enc = self.encoder
+        for p in enc.parameters():
+            p.requires_grad_(False)
+        s = self.tune.strategy
+        if s == "full":
+            for p in enc.parameters():
+                p.requires_grad_(True)
+        elif s == "last-k":
+            for i in range(enc.num_layers - self.tune.layers, enc.num_layers):
+                for p in enc.block_parameters(i):
+                    p.requires_grad_(True)
+            for p in enc.head_side_parameters():
+                p.requires_grad_(True)
+        elif s == "lora":
+            from peft import LoraConfig, inject_adapter_in_model
+
+            cfg = LoraConfig(
+                r=self.tune.lora_rank,
+                lora_alpha=self.tune.lora_alpha,
+                lora_dropout=self.tune.lora_dropout,
+                target_modules=enc.lora_target_modules(),
+            )
+            inject_adapter_in_model(cfg, enc.model)
+            for name, p in enc.named_parameters():
+                p.requires_grad_("lora_" in name)
+        for p in self.head.parameters():
+            p.requires_grad_(True)
+
+    def trainable_names(self) -> list[str]:
+        return [n for n, p in self.named_parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only the trained tensors (head, adapters, tuned blocks): what a checkpoint stores."""
+        names = set(self.trainable_names())
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if k in names}
+
+    def parameter_groups(self, lr_head: float, lr_backbone: float, weight_decay: float) -> list[dict]:
+        """Head and backbone get separate learning rates; biases and norms get no weight decay."""
+        groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            part = "head" if name.startswith("head.") else "backbone"
+            decay = p.dim() >= 2
+            groups.setdefault((part, decay), []).append(p)
+        return [
+            {
+                "params": ps,
+                "lr": lr_head if part == "head" else lr_backbone,
+                "weight_decay": weight_decay if decay else 0.0,
+                "name": f"{part}{'' if decay else '_no_decay'}",
+            }
+            for (part, decay), ps in groups.items()
+        ]
+
+    # ---- forward ------------------------------------------------------------------------------
+    def forward(
+        self,
+        pixels01: torch.Tensor,
+        mask: tam.MaskConfig | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """pixels01: (B, 3, S, S) float in [0, 1] (or uint8 0..255). Returns (B,) logits.
+
+        ``mask``: apply TAM (training, or analysis at eval); ``keep``: explicit (B, K) patch
+        indices to keep (occlusion explanations). Never masked otherwise.
+        """
+        if pixels01.dtype == torch.uint8:
+            pixels01 = pixels01.float().div_(255.0)
+        x = self.encoder.normalize(pixels01)
+        if keep is None and mask is not None and mask.active:
+            enc = self.encoder
+            scores = tam.texture_scores(pixels01, enc.patch_size, mask.texture)
+            masked, kept = tam.select_masked(
+                scores, mask.ratio, mask.strategy, temperature=mask.temperature, generator=generator
+            )
+            if mask.apply == "fill":
+                x = tam.fill_patches(x, masked, enc.patch_size)
+            else:
+                keep = kept
+        emb = self.encoder(x, keep).embedding
+        return self.head(emb).squeeze(-1)

@@ -1,0 +1,292 @@
+"""Input expansion and streaming output writers for ``mpft predict``.
+
+Inputs: files, folders (images found by content, plus files named like images so that a
+broken ``.jpg`` is reported rather than silently skipped), glob patterns (expanded here so
+quoted globs work on every shell) and ``-`` for a list of paths on stdin.
+
+Outputs: ``table``, ``jsonl`` and ``csv`` write and flush one row per result, so an
+interrupted run keeps every finished row; ``json`` writes one array when the run ends
+(also when it is interrupted, with the rows finished so far).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from mpft.data.layouts import list_images
+from mpft.errors import ConfigError
+
+if TYPE_CHECKING:  # the detector pulls in torch; this module must stay light for `mpft --help`
+    from mpft.detector import Prediction
+
+__all__ = [
+    "COLUMNS",
+    "FORMATS",
+    "IMAGE_SUFFIXES",
+    "RowWriter",
+    "check_decision",
+    "expand_inputs",
+    "make_writer",
+    "prediction_row",
+    "read_path_list",
+    "check_format",
+]
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("table", "json", "jsonl", "csv")
+#: Output columns, in order, of every format.
+COLUMNS = ("path", "probability", "verdict", "threshold", "model_id", "error", "notes")
+#: Names that promise an image: inside folders such files are kept even when their content
+#: is not an image, so the user gets an error row for them instead of silence.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+)
+_GLOB_CHARS = frozenset("*?[")
+
+
+# ---- inputs --------------------------------------------------------------------------------------
+def read_path_list(lines: Iterable[str]) -> list[str]:
+    """Paths from a text stream, one per line; blank lines are skipped, spaces inside kept.
+
+    Only the line ending (and a Windows ``\\r``) is removed: file names may start or end
+    with spaces.
+    """
+    out = []
+    for line in lines:
+        entry = line.rstrip("\r\n")
+        if entry.strip():
+            out.append(entry)
+    return out
+
+
+def _has_glob(text: str) -> bool:
+    return any(c in _GLOB_CHARS for c in text)
+
+
+def _named_like_images(folder: Path, recursive: bool) -> list[Path]:
+    """Non-hidden files under ``folder`` whose suffix promises an image (content not checked)."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        # hidden folders are skipped, as list_images does
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        found.extend(
+            Path(root, f) for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
+        )
+    return found
+
+
+def _expand_folder(folder: Path, recursive: bool) -> list[Path]:
+    files = set(list_images(folder, recursive=recursive)) | set(_named_like_images(folder, recursive))
+    if not files:
+        log.warning("%s: no images found (files are recognised by content, any extension)", folder)
+    return sorted(files)
+
+
+def expand_inputs(
+    paths: Sequence[str], *, recursive: bool = True, stdin: Iterable[str] | None = None
+) -> list[Path]:
+    """Turn command-line PATH arguments into the ordered list of files to score.
+
+    Args:
+        paths: files, folders, glob patterns (``*``, ``?``, ``[...]``, ``**``), or ``-``.
+        recursive: descend into sub-folders of folder arguments (and of folders a glob matches).
+        stdin: lines to read for ``-`` (one path per line, each expanded like an argument).
+            Read at most once, however many ``-`` there are.
+
+    Returns:
+        Files in argument order, folder contents sorted, duplicates dropped (first kept).
+        A path that does not exist, or a glob that matches nothing, is kept as it is so that
+        the caller reports an error row for it instead of dropping it silently.
+    """
+    queue: list[str] = []
+    stdin_used = False
+    for arg in paths:
+        if arg == "-":
+            if stdin_used:
+                continue
+            stdin_used = True
+            if stdin is None:
+                raise ConfigError("'-' reads paths from stdin, but no stdin was given")
+            queue.extend(read_path_list(stdin))
+        else:
+            queue.append(arg)
+
+    out: list[Path] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+
+    for arg in queue:
+        p = Path(os.path.expanduser(arg))
+        # an existing file whose name holds glob characters is taken literally
+        if p.is_dir():
+            for f in _expand_folder(p, recursive):
+                add(f)
+        elif p.exists() or not _has_glob(arg):
+            add(p)
+        else:
+            matches = sorted(glob.glob(os.path.expanduser(arg), recursive=True))
+            if not matches:
+                log.warning("%s: no file matches this pattern", arg)
+                add(p)
+            for m in matches:
+                mp = Path(m)
+                if mp.is_dir():
+                    for f in _expand_folder(mp, recursive):
+                        add(f)
+                else:
+                    add(mp)
+    return out
+
+
+# ---- decisions -----------------------------------------------------------------------------------
+def check_decision(threshold: float | None, band: float | None) -> None:
+    """Validate ``--threshold`` (in [0, 1]) and ``--band`` (in [0, 0.5)) before any model loads.
+
+    Raises:
+        ConfigError: a value is out of range.
+    """
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold must be a probability in [0, 1], got {threshold}")
+    if band is not None and not 0.0 <= band < 0.5:
+        raise ConfigError(f"--band must be in [0, 0.5) (half-width around the threshold), got {band}")
+
+
+# ---- outputs -------------------------------------------------------------------------------------
+def prediction_row(pred: Prediction) -> dict:
+    """One result as a dict with the keys of :data:`COLUMNS` (notes a list, probability None on error)."""
+    return {
+        "path": pred.source,
+        "probability": pred.probability,
+        "verdict": pred.verdict,
+        "threshold": pred.threshold,
+        "model_id": pred.model_id,
+        "error": pred.error,
+        "notes": list(pred.notes),
+    }
+
+
+class RowWriter:
+    """Writes results to a text stream. ``write`` then ``close``; rows are flushed as written."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def write(self, pred: Prediction) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stream.flush()
+
+    def _emit(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+
+class JsonlWriter(RowWriter):
+    def write(self, pred: Prediction) -> None:
+        self._emit(json.dumps(prediction_row(pred)) + "\n")
+
+
+class JsonWriter(RowWriter):
+    """Buffers the rows and writes one JSON array at :meth:`close` (use jsonl to stream)."""
+
+    def __init__(self, stream: TextIO):
+        super().__init__(stream)
+        self.rows: list[dict] = []
+
+    def write(self, pred: Prediction) -> None:
+        self.rows.append(prediction_row(pred))
+
+    def close(self) -> None:
+        self._emit(json.dumps(self.rows, indent=2) + "\n")
+
+
+class CsvWriter(RowWriter):
+    """RFC 4180 CSV with a header; notes joined by ``"; "``, empty cells for missing values."""
+
+    def __init__(self, stream: TextIO):
+        super().__init__(stream)
+        self._csv = csv.writer(stream, lineterminator="\n")
+        self._csv.writerow(COLUMNS)
+        stream.flush()
+
+    def write(self, pred: Prediction) -> None:
+        row = prediction_row(pred)
+        row["notes"] = "; ".join(row["notes"])
+        # repr keeps every digit, so a probability read back equals the one computed
+        row["probability"] = "" if row["probability"] is None else repr(row["probability"])
+        row["error"] = row["error"] or ""
+        self._csv.writerow([row[c] for c in COLUMNS])
+        self.stream.flush()
+
+
+class TableWriter(RowWriter):
+    """Aligned text for people: path, probability (4 digits), verdict, model id, then error or notes.
+
+    Args:
+        path_width: width of the path column (longest input path, capped); longer paths
+            push their row's other cells right instead of being cut.
+    """
+
+    HEADER = ("PATH", "PROBABILITY", "VERDICT", "THRESHOLD", "MODEL_ID", "ERROR/NOTES")
+
+    def __init__(self, stream: TextIO, path_width: int = 40, model_width: int = 24):
+        super().__init__(stream)
+        self.widths = (
+            max(len(self.HEADER[0]), min(path_width, 100)),
+            len(self.HEADER[1]),
+            len("uncertain"),
+            len(self.HEADER[3]),
+            max(len(self.HEADER[4]), model_width),
+        )
+        self._emit(self._line(self.HEADER))
+
+    def _line(self, cells: Sequence[str]) -> str:
+        padded = [c.ljust(w) for c, w in zip(cells, self.widths, strict=False)]
+        return "  ".join([*padded, *cells[len(self.widths):]]).rstrip() + "\n"
+
+    def write(self, pred: Prediction) -> None:
+        prob = "-" if pred.probability is None else f"{pred.probability:.4f}"
+        detail = f"error: {pred.error}" if pred.error else "; ".join(pred.notes)
+        cells = (pred.source, prob, pred.verdict, f"{pred.threshold:g}", pred.model_id, detail)
+        self._emit(self._line(cells))
+
+
+def make_writer(fmt: str, stream: TextIO, *, path_width: int = 40, model_width: int = 24) -> RowWriter:
+    """The writer for ``fmt`` (one of :data:`FORMATS`).
+
+    Raises:
+        ConfigError: unknown format name.
+    """
+    fmt = check_format(fmt)
+    if fmt == "jsonl":
+        return JsonlWriter(stream)
+    if fmt == "json":
+        return JsonWriter(stream)
+    if fmt == "csv":
+        return CsvWriter(stream)
+    return TableWriter(stream, path_width=path_width, model_width=model_width)
+
+
+def check_format(fmt: str) -> str:
+    """The normalised (lower-case) format name.
+
+    Raises:
+        ConfigError: not one of :data:`FORMATS`.
+    """
+    name = fmt.lower()
+    if name not in FORMATS:
+        raise ConfigError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return name

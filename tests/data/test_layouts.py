@@ -1,0 +1,232 @@
+"""Dataset discovery on tiny folder trees for every layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mpft.data.images import decode_image
+from mpft.data.layouts import (
+    FAKE,
+    REAL,
+    Sample,
+    balanced_subset,
+    detect_layout,
+    discover,
+    limit_per_class,
+    list_images,
+    require_both_classes,
+    single_class,
+    summarize,
+)
+from mpft.errors import ConfigError, DataError
+from tests.data.conftest import write_image
+
+ODD_NAMES = ["1000 (6).jpg", "a.b.c.png", "plain.png"]
+
+
+def _fill(folder: Path, names=ODD_NAMES, seed: int = 0) -> None:
+    for k, name in enumerate(names):
+        fmt = "JPEG" if name.endswith(".jpg") else "PNG"
+        write_image(folder / name, seed=seed + k, fmt=fmt)
+
+
+def _names(samples: list[Sample]) -> list[tuple[str, int, str]]:
+    return [(s.path.name, s.label, s.generator) for s in samples]
+
+
+def test_list_images_by_content(tmp_path: Path) -> None:
+    _fill(tmp_path)
+    write_image(tmp_path / "misleading.txt")  # PNG content, text extension
+    (tmp_path / "notes.jpg").write_text("not an image")
+    write_image(tmp_path / ".hidden.png")
+    write_image(tmp_path / ".cache" / "x.png")
+    write_image(tmp_path / "sub dir" / "deep (1).png")
+    found = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
+    assert found == ["1000 (6).jpg", "a.b.c.png", "misleading.txt", "plain.png", "sub dir/deep (1).png"]
+    assert "sub dir/deep (1).png" not in [p.name for p in list_images(tmp_path, recursive=False)]
+
+
+def test_genimage_multi_generator_with_splits(tmp_path: Path) -> None:
+    for gen in ("midjourney", "sdv4"):
+        for split in ("train", "val"):
+            _fill(tmp_path / gen / split / "ai", ["f (1).png"])
+            _fill(tmp_path / gen / split / "nature", ["r.1.png", "r 2.jpg"])
+    assert detect_layout(tmp_path) == "genimage"
+    val = discover(tmp_path, split="val")
+    assert len(val) == 6 and all("/val/" in s.path.as_posix() for s in val)
+    assert summarize(val)["generators"] == {
+        "midjourney": {"real": 2, "fake": 1},
+        "sdv4": {"real": 2, "fake": 1},
+    }
+    assert val == sorted(val)
+    with pytest.raises(DataError, match="split"):
+        discover(tmp_path)
+    with pytest.raises(DataError, match="'test' not found"):
+        discover(tmp_path, split="test")
+
+
+def test_genimage_single_generator_and_flat(tmp_path: Path) -> None:
+    root = tmp_path / "sd14"
+    _fill(root / "train" / "ai")
+    _fill(root / "train" / "nature", ["n.png"])
+    _fill(root / "val" / "ai", ["v.png"])
+    _fill(root / "val" / "nature", ["w.png"])
+    train = discover(root, split="train")
+    assert _names(train) == [
+        ("1000 (6).jpg", FAKE, "sd14"),
+        ("a.b.c.png", FAKE, "sd14"),
+        ("plain.png", FAKE, "sd14"),
+        ("n.png", REAL, "sd14"),
+    ]
+    flat = discover(root / "val")  # {ai,nature} directly; generator named after the dataset
+    assert _names(flat) == [("v.png", FAKE, "sd14"), ("w.png", REAL, "sd14")]
+
+
+def test_ufd_layout_with_classes_and_split(tmp_path: Path) -> None:
+    test = tmp_path / "test"
+    for cls in ("car", "cat"):
+        _fill(test / "progan" / cls / "0_real", [f"{cls}.png"])
+        _fill(test / "progan" / cls / "1_fake", [f"{cls} fake.png"])
+    _fill(test / "dalle" / "0_real", ["r.png"])
+    _fill(test / "dalle" / "1_fake", ["f.png"])
+    assert detect_layout(tmp_path) == "ufd"
+    samples = discover(tmp_path, layout="ufd", split="test")
+    assert summarize(samples) == {
+        "total": 6,
+        "real": 3,
+        "fake": 3,
+        "generators": {"dalle": {"real": 1, "fake": 1}, "progan": {"real": 2, "fake": 2}},
+    }
+    with pytest.raises(DataError, match="split"):
+        discover(tmp_path, layout="ufd")
+    flat = discover(test / "dalle")
+    assert _names(flat) == [("r.png", REAL, "dalle"), ("f.png", FAKE, "dalle")]
+
+
+def test_realfake_layout(tmp_path: Path) -> None:
+    root = tmp_path / "mine"
+    _fill(root / "real", ["x (2).png"])
+    _fill(root / "fake", ["y.z.png"])
+    assert detect_layout(root) == "realfake"
+    assert _names(discover(root)) == [("y.z.png", FAKE, "mine"), ("x (2).png", REAL, "mine")]
+
+
+def test_csv_layout(tmp_path: Path) -> None:
+    _fill(tmp_path / "imgs", ["a (1).png", "b.c.png", "d.png", "e.png"])
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text(
+        "path,label,generator\n"
+        "imgs/a (1).png,Real,\n"
+        "imgs/b.c.png,AI,flux\n"
+        "imgs/d.png,generated,sdxl\n"
+        "\n"
+        "imgs/e.png,0,cam\n"
+    )
+    assert detect_layout(csv_path) == "csv"
+    got = {(s.path.name, s.label, s.generator) for s in discover(csv_path)}
+    assert got == {
+        ("a (1).png", REAL, "unknown"),
+        ("b.c.png", FAKE, "flux"),
+        ("d.png", FAKE, "sdxl"),
+        ("e.png", REAL, "cam"),
+    }
+    two_cols = tmp_path / "two.csv"
+    two_cols.write_text("path,label\nimgs/d.png,1\n")
+    assert _names(discover(two_cols)) == [("d.png", FAKE, "unknown")]
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("file,label\nimgs/d.png,1\n", "line 1: header"),
+        ("path,label\nimgs/d.png,maybe\n", "line 2: bad label"),
+        ("path,label\nimgs/d.png,1\nimgs/d.png\n", "line 3: expected 2 columns"),
+        ("path,label\nimgs/d.png,1\nimgs/gone.png,0\n", "line 3: image file not found"),
+    ],
+)
+def test_csv_errors_name_the_line(tmp_path: Path, text: str, match: str) -> None:
+    _fill(tmp_path / "imgs", ["d.png"])
+    p = tmp_path / "bad.csv"
+    p.write_text(text)
+    with pytest.raises(DataError, match=match):
+        discover(p)
+
+
+def test_errors_name_path_and_layouts(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist.*genimage.*ufd.*realfake.*csv") as info:
+        discover(tmp_path / "missing")
+    assert str(tmp_path / "missing") in str(info.value)
+    _fill(tmp_path / "random")
+    with pytest.raises(DataError, match="not recognised"):
+        discover(tmp_path)
+    with pytest.raises(DataError, match="unknown layout 'imagenet'"):
+        discover(tmp_path, layout="imagenet")
+    (tmp_path / "empty" / "real").mkdir(parents=True)
+    (tmp_path / "empty" / "fake").mkdir()
+    with pytest.raises(DataError, match="no images found"):
+        discover(tmp_path / "empty")
+
+
+def test_single_class_and_require_both(tmp_path: Path) -> None:
+    _fill(tmp_path / "pool")
+    real = single_class(tmp_path / "pool", REAL)
+    assert {s.generator for s in real} == {"pool"} and len(real) == 3
+    fake = single_class(tmp_path / "pool", FAKE, generator="sdxl")
+    with pytest.raises(DataError, match="training set has only real images"):
+        require_both_classes(real, "training set")
+    with pytest.raises(DataError, match="only generated images"):
+        require_both_classes(fake, "eval set")
+    require_both_classes(real + fake, "training set")
+    with pytest.raises(ConfigError):
+        single_class(tmp_path / "pool", 2)
+
+
+def _synthetic(n_real: dict[str, int], n_fake: dict[str, int]) -> list[Sample]:
+    out = []
+    for label, spec in ((REAL, n_real), (FAKE, n_fake)):
+        for gen, n in spec.items():
+            out += [Sample(Path(f"/d/{gen}/{label}/{i:03d}.png"), label, gen) for i in range(n)]
+    return out
+
+
+def test_balanced_subset_balance_spread_determinism() -> None:
+    samples = _synthetic({"cam": 40}, {"a": 30, "b": 30, "c": 2})
+    sub = balanced_subset(samples, 21, seed=3)
+    assert len(sub) == 21 and len(set(sub)) == 21
+    s = summarize(sub)
+    assert (s["real"], s["fake"]) == (10, 11)
+    fake_counts = {g: c["fake"] for g, c in s["generators"].items() if c["fake"]}
+    assert fake_counts == {"a": 5, "b": 4, "c": 2}  # round-robin: c exhausted, a gets the extra
+    assert balanced_subset(samples, 21, seed=3) == sub
+    assert balanced_subset(list(reversed(samples)), 21, seed=3) == sub
+    assert balanced_subset(samples, 21, seed=4) != sub
+    with pytest.raises(DataError, match="needs 41 real images, only 40"):
+        balanced_subset(samples, 82, seed=0)
+
+
+def test_limit_per_class() -> None:
+    samples = _synthetic({"cam": 10}, {"a": 3, "b": 8})
+    lim = limit_per_class(samples, 5, seed=1)
+    assert summarize(lim)["generators"] == {
+        "a": {"real": 0, "fake": 3},
+        "b": {"real": 0, "fake": 5},
+        "cam": {"real": 5, "fake": 0},
+    }
+    assert lim == limit_per_class(list(reversed(samples)), 5, seed=1)
+    assert lim != limit_per_class(samples, 5, seed=2)
+
+
+def test_cifake_shared_data(shared_data: Path) -> None:
+    root = shared_data / "cifake_sd14"
+    if not root.is_dir():
+        pytest.skip("cifake_sd14 not in shared data")
+    samples = discover(root, split="train")
+    assert all(s.generator == "cifake_sd14" for s in samples[:10])
+    s = summarize(samples)
+    assert s["real"] > 0 and s["fake"] > 0
+    spaced = [x for x in samples if " " in x.path.name][:4]
+    assert len(spaced) == 4
+    for x in spaced:
+        assert decode_image(x.path).image.size == (32, 32)

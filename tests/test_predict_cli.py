@@ -1,0 +1,372 @@
+"""``mpft predict`` end to end on a tiny random checkpoint: inputs, formats, exit codes, streaming."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mpft.cli import main
+from mpft.predict_io import COLUMNS, expand_inputs, read_path_list
+from tests.test_detector_api import build_tiny_checkpoint
+
+TABLE_ROW = re.compile(
+    r"^(?P<path>\S+)\s+(?P<probability>[\d.]+|-)\s+(?P<verdict>\w+)\s+(?P<threshold>\S+)\s+(?P<model_id>\S+)"
+    r"\s*(?P<detail>.*)$"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The tiny model gains nothing from threads, and on a shared busy machine they wait on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def loaded(ckpt):
+    from mpft.detector import Detector
+
+    return Detector.load(ckpt)
+
+
+@pytest.fixture(autouse=True)
+def _reuse_detector(request, monkeypatch):
+    """Loading ``ckpt`` hands out a shallow copy of one loaded detector (own threshold and band,
+    shared network): a fresh load per CLI call would dominate the run time. Other paths load
+    for real (see test_real_load_through_cli)."""
+    if "ckpt" not in request.fixturenames:
+        return
+    from mpft.detector import Detector
+
+    ckpt, det = request.getfixturevalue("ckpt"), request.getfixturevalue("loaded")
+    real_load = Detector.load
+
+    def load(path=None, **kwargs):
+        if path is not None and Path(path) == ckpt:
+            return copy.copy(det)
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(Detector, "load", staticmethod(load))
+
+
+def write_png(path: Path, seed: int = 0, size: tuple[int, int] = (32, 32)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path, format="PNG")
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """photos/a.png, photos/b.png, photos/sub/deep.txt (PNG bytes), photos/bad.jpg (text),
+    photos/readme.txt (text, not an image), photos/.hidden/h.png (skipped)."""
+    root = tmp_path / "photos"
+    write_png(root / "a.png", 1)
+    write_png(root / "b.png", 2)
+    (root / "sub").mkdir()
+    (root / "sub" / "deep.txt").write_bytes(write_png(tmp_path / "deep.png", 3).read_bytes())
+    (root / "bad.jpg").write_text("this is not a jpeg")
+    (root / "readme.txt").write_text("just notes")
+    write_png(root / ".hidden" / "h.png", 4)
+    return root
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["predict", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def jsonl_rows(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def by_name(rows: list[dict]) -> dict[str, dict]:
+    return {Path(r["path"]).name: r for r in rows}
+
+
+# ---- formats -------------------------------------------------------------------------------------
+def parse(fmt: str, text: str) -> list[dict]:
+    if fmt == "jsonl":
+        return jsonl_rows(text)
+    if fmt == "json":
+        return json.loads(text)
+    if fmt == "csv":
+        reader = csv.DictReader(io.StringIO(text))
+        assert tuple(reader.fieldnames) == COLUMNS
+        return list(reader)
+    lines = text.splitlines()
+    assert lines[0].split() == ["PATH", "PROBABILITY", "VERDICT", "THRESHOLD", "MODEL_ID", "ERROR/NOTES"]
+    rows = []
+    for line in lines[1:]:
+        m = TABLE_ROW.match(line)
+        assert m, line
+        rows.append(m.groupdict())
+    return rows
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "jsonl", "csv"])
+def test_formats_parse_and_carry_columns(capsys, ckpt, tree, fmt):
+    code, out, err = run(capsys, tree, "--model", ckpt, "--format", fmt)
+    assert code == 1  # bad.jpg
+    rows = parse(fmt, out)
+    names = by_name(rows)
+    assert sorted(names) == ["a.png", "b.png", "bad.jpg", "deep.txt"]
+    if fmt in ("json", "jsonl", "csv"):
+        for r in rows:
+            assert set(r) == set(COLUMNS)
+    for name in ("a.png", "b.png", "deep.txt"):
+        r = names[name]
+        assert 0.0 < float(r["probability"]) < 1.0
+        assert r["verdict"] in ("generated", "real", "uncertain")
+        assert r["model_id"].startswith("mpft-tiny-lora-")
+        assert float(r["threshold"]) == 0.5
+    bad = names["bad.jpg"]
+    assert bad["verdict"] == "error"
+    if fmt == "table":
+        assert bad["probability"] == "-" and "not an image" in bad["detail"]
+    else:
+        assert bad["probability"] in (None, "") and "not an image" in bad["error"]
+    assert "4 inputs" in err and "1 error" in err
+
+
+def test_formats_agree_on_probabilities(capsys, ckpt, tree):
+    _, out_jsonl, _ = run(capsys, tree / "a.png", "--model", ckpt, "--format", "jsonl")
+    _, out_csv, _ = run(capsys, tree / "a.png", "--model", ckpt, "--format", "csv")
+    _, out_table, _ = run(capsys, tree / "a.png", "--model", ckpt)
+    p = jsonl_rows(out_jsonl)[0]["probability"]
+    assert float(parse("csv", out_csv)[0]["probability"]) == p  # full precision in CSV
+    assert parse("table", out_table)[0]["probability"] == f"{p:.4f}"
+
+
+def test_notes_column(capsys, ckpt, tmp_path):
+    gray = tmp_path / "gray.png"
+    Image.new("L", (32, 32), 90).save(gray)
+    code, out, _ = run(capsys, gray, "--model", ckpt, "-f", "csv")
+    assert code == 0
+    assert parse("csv", out)[0]["notes"] == "grayscale"
+    _, out, _ = run(capsys, gray, "--model", ckpt, "-f", "jsonl")
+    assert jsonl_rows(out)[0]["notes"] == ["grayscale"]
+
+
+# ---- inputs --------------------------------------------------------------------------------------
+def test_folder_recursion_by_content(tree):
+    found = [p.relative_to(tree).as_posix() for p in expand_inputs([str(tree)])]
+    # deep.txt holds PNG bytes; bad.jpg is named like an image so it is kept (to get an error row);
+    # readme.txt and hidden folders are not images
+    assert found == ["a.png", "b.png", "bad.jpg", "sub/deep.txt"]
+    flat = [p.relative_to(tree).as_posix() for p in expand_inputs([str(tree)], recursive=False)]
+    assert flat == ["a.png", "b.png", "bad.jpg"]
+
+
+def test_no_recursive_flag(capsys, ckpt, tree):
+    code, out, _ = run(capsys, tree, "--model", ckpt, "-f", "jsonl", "--no-recursive")
+    assert code == 1
+    assert sorted(by_name(jsonl_rows(out))) == ["a.png", "b.png", "bad.jpg"]
+
+
+def test_globs_expanded_here(capsys, ckpt, tree, monkeypatch):
+    monkeypatch.chdir(tree)
+    code, out, _ = run(capsys, "*.png", "--model", ckpt, "-f", "jsonl")
+    assert code == 0
+    assert [r["path"] for r in jsonl_rows(out)] == ["a.png", "b.png"]
+    code, out, _ = run(capsys, "**/*.txt", "--model", ckpt, "-f", "jsonl")
+    # "**" spans folders; readme.txt is named by the pattern, so like a file named on the shell
+    # it is scored (and fails) instead of being filtered out
+    rows = jsonl_rows(out)
+    assert code == 1
+    assert [(r["path"], r["verdict"]) for r in rows][0] == ("readme.txt", "error")
+    assert [r["path"] for r in rows] == ["readme.txt", "sub/deep.txt"] and rows[1]["verdict"] != "error"
+
+
+def test_glob_explicit_files_and_no_match(capsys, ckpt, tree):
+    code, out, _ = run(capsys, tree / "*.txt", tree / "nothing-*.png", "--model", ckpt, "-f", "jsonl")
+    rows = by_name(jsonl_rows(out))
+    assert code == 1
+    assert rows["readme.txt"]["verdict"] == "error" and "not an image" in rows["readme.txt"]["error"]
+    assert rows["nothing-*.png"]["verdict"] == "error" and "not found" in rows["nothing-*.png"]["error"]
+
+
+def test_literal_name_with_glob_characters(tmp_path):
+    odd = write_png(tmp_path / "shot [1].png", 5)
+    write_png(tmp_path / "shot 1.png", 6)
+    assert expand_inputs([str(odd)]) == [odd]
+
+
+def test_stdin_list(capsys, ckpt, tree, monkeypatch):
+    listing = f"{tree / 'a.png'}\n\n{tree / 'sub'}\n{tree / 'a.png'}\r\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(listing))
+    code, out, _ = run(capsys, "-", "--model", ckpt, "-f", "jsonl")
+    assert code == 0
+    # blank line skipped, folder expanded, duplicate dropped
+    assert [Path(r["path"]).name for r in jsonl_rows(out)] == ["a.png", "deep.txt"]
+
+
+def test_read_path_list_keeps_spaces():
+    assert read_path_list([" a b.png\n", "\n", "c.png\r\n", "   \n"]) == [" a b.png", "c.png"]
+
+
+# ---- exit codes ----------------------------------------------------------------------------------
+def test_exit_0_all_ok(capsys, ckpt, tree):
+    code, out, _ = run(capsys, tree / "a.png", tree / "b.png", "--model", ckpt, "-f", "jsonl")
+    assert code == 0 and len(jsonl_rows(out)) == 2
+
+
+def test_real_load_through_cli(capsys, ckpt, loaded, tree, tmp_path):
+    other = shutil.copytree(ckpt, tmp_path / "copy")  # a path the fixture does not intercept
+    code, out, _ = run(capsys, tree / "a.png", "--model", other, "-f", "jsonl")
+    assert code == 0
+    (row,) = jsonl_rows(out)
+    assert row["model_id"].startswith("mpft-copy-lora-")
+    assert row["probability"] == pytest.approx(loaded.predict(tree / "a.png")[0].probability, abs=1e-6)
+
+
+def test_exit_1_missing_path_is_a_row(capsys, ckpt, tree):
+    code, out, _ = run(capsys, tree / "a.png", tree / "gone.png", "--model", ckpt, "-f", "jsonl")
+    assert code == 1
+    rows = jsonl_rows(out)
+    assert [r["verdict"] for r in rows][0] != "error"
+    assert rows[1]["verdict"] == "error" and "not found" in rows[1]["error"]
+    assert rows[1]["probability"] is None
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--format", "xml"], "unknown --format"),
+        (["--band", "0.7"], "--band"),
+        (["--threshold", "1.5"], "--threshold"),
+        (["--batch-size", "0"], "--batch-size"),
+    ],
+)
+def test_exit_2_bad_options(capsys, ckpt, tree, extra, message):
+    code, out, err = run(capsys, tree / "a.png", "--model", ckpt, *extra)
+    assert code == 2 and out == "" and message in err
+
+
+def test_exit_2_no_inputs(capsys, ckpt, tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    code, out, err = run(capsys, tmp_path / "empty", "--model", ckpt)
+    assert code == 2 and out == "" and "no input images" in err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n"))
+    assert run(capsys, "-", "--model", ckpt)[0] == 2
+    assert run(capsys)[0] == 2  # no PATH at all
+
+
+def test_exit_5_bad_checkpoint(capsys, tree, tmp_path):
+    (tmp_path / "notackpt").mkdir()
+    code, out, err = run(capsys, tree / "a.png", "--model", tmp_path / "notackpt")
+    assert code == 5 and out == "" and "config.json" in err
+
+
+def test_exit_5_default_model_missing(capsys, tree):
+    from mpft.detectors import DEFAULT_DETECTOR_DIR
+
+    if (DEFAULT_DETECTOR_DIR / "config.json").exists():
+        pytest.skip("a default detector is shipped")
+    code, out, err = run(capsys, tree / "a.png")
+    assert code == 5 and out == "" and "--model" in err
+
+
+# ---- decisions -----------------------------------------------------------------------------------
+def test_threshold_and_band_verdicts(capsys, ckpt, tree):
+    _, out, _ = run(capsys, tree / "a.png", "--model", ckpt, "-f", "jsonl")
+    p = jsonl_rows(out)[0]["probability"]
+
+    def verdict(*opts: str) -> dict:
+        code, out, _ = run(capsys, tree / "a.png", "--model", ckpt, "-f", "jsonl", *opts)
+        assert code == 0
+        return jsonl_rows(out)[0]
+
+    at = verdict("--threshold", repr(p), "--band", "0.01")
+    assert at["verdict"] == "uncertain" and at["threshold"] == p and at["probability"] == p
+    assert verdict("--threshold", repr(p), "--band", "0")["verdict"] == "generated"  # p >= threshold
+    assert verdict("--threshold", repr(min(p + 0.2, 1.0)), "--band", "0.1")["verdict"] == "real"
+    assert verdict("--threshold", repr(max(p - 0.2, 0.0)), "--band", "0.1")["verdict"] == "generated"
+    assert verdict("--threshold", repr(max(p - 0.05, 0.0)), "--band", "0.1")["verdict"] == "uncertain"
+
+
+# ---- streaming -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "table"])
+def test_rows_on_disk_before_run_ends(capsys, ckpt, tmp_path, monkeypatch, fmt):
+    from mpft.detector import Detector
+
+    for i in range(5):
+        write_png(tmp_path / "in" / f"{i}.png", i)
+    out_file = tmp_path / f"out.{fmt}"
+    seen_on_disk: list[int] = []
+    real_score = Detector.score_tensors
+    calls = {"n": 0}
+
+    def data_lines() -> int:
+        lines = [ln for ln in out_file.read_text().splitlines() if ln.strip()]
+        return len(lines) - (0 if fmt == "jsonl" else 1)  # csv and table have a header
+
+    def score_then_interrupt(self, pixels):
+        # what is on disk while the run is still going, before the next batch is scored
+        seen_on_disk.append(data_lines())
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_score(self, pixels)
+
+    monkeypatch.setattr(Detector, "score_tensors", score_then_interrupt)
+    code, _, _ = run(capsys, tmp_path / "in", "--model", ckpt, "-f", fmt, "-b", "1", "-o", out_file)
+    assert code == 130
+    assert seen_on_disk == [0, 1, 2, 3]
+    assert data_lines() == 3
+    if fmt == "jsonl":
+        rows = jsonl_rows(out_file.read_text())
+        assert [Path(r["path"]).name for r in rows] == ["0.png", "1.png", "2.png"]
+
+
+def test_interrupted_json_keeps_finished_rows(capsys, ckpt, tmp_path, monkeypatch):
+    from mpft.detector import Detector
+
+    for i in range(4):
+        write_png(tmp_path / "in" / f"{i}.png", i)
+    real_score = Detector.score_tensors
+    calls = {"n": 0}
+
+    def score_then_interrupt(self, pixels):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_score(self, pixels)
+
+    monkeypatch.setattr(Detector, "score_tensors", score_then_interrupt)
+    out_file = tmp_path / "out.json"
+    code, _, _ = run(capsys, tmp_path / "in", "--model", ckpt, "-f", "json", "-b", "1", "-o", out_file)
+    assert code == 130
+    assert [Path(r["path"]).name for r in json.loads(out_file.read_text())] == ["0.png", "1.png"]
+
+
+# ---- progress bar --------------------------------------------------------------------------------
+@pytest.mark.parametrize("n, tty, shown", [(12, True, True), (12, False, False), (3, True, False)])
+def test_progress_bar_only_for_many_images_on_a_tty(capsys, ckpt, tmp_path, monkeypatch, n, tty, shown):
+    for i in range(n):
+        write_png(tmp_path / "in" / f"{i}.png", i)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty, raising=False)
+    code, out, err = run(capsys, tmp_path / "in", "--model", ckpt, "-f", "jsonl", "-b", "4")
+    assert code == 0 and len(jsonl_rows(out)) == n
+    assert (f"/{n}" in err) == shown

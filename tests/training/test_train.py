@@ -1,0 +1,168 @@
+"""The training loop on the tiny random backbone: every strategy and mask mode, resume, bad files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mpft.backbones import load_backbone
+from mpft.checkpoint import load_checkpoint
+from mpft.errors import ConfigError, DataError
+from mpft.model import TuneConfig
+from mpft.tam import MaskConfig
+from mpft.train import TrainConfig, train
+
+from .conftest import make_genimage_tree
+
+
+def _cfg(data, out, **kw) -> TrainConfig:
+    base = dict(
+        data=str(data),
+        out=str(out),
+        backbone="random:tiny",
+        epochs=1,
+        batch_size=4,
+        workers=0,
+        device="cpu",
+        tune=TuneConfig("last-k", layers=2),
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("strategy", ["linear", "last-k", "lora", "full"])
+def test_every_tuning_strategy_trains_and_saves_only_trained_tensors(genimage_tree, tmp_path, strategy):
+    result = train(_cfg(genimage_tree, tmp_path / "run", tune=TuneConfig(strategy, layers=2)))
+    assert result.history[0]["val"]["n"] == 16
+    stored = load_file(str(result.best / "model.safetensors"))
+    model, cfg = load_checkpoint(result.best)
+    assert set(stored) == set(model.trainable_names())
+    if strategy == "linear":
+        assert set(stored) == {"head.weight", "head.bias"}
+    elif strategy == "last-k":
+        assert any(".layers.3." in k for k in stored) and not any(".layers.1." in k for k in stored)
+    elif strategy == "lora":
+        assert all("lora_" in k or k.startswith("head.") for k in stored)
+    else:
+        assert len(stored) == len(list(model.parameters()))
+    # the reloaded model reproduces the trained model's validation scores
+    assert cfg.training["history"][0]["val"]["acc"] == result.history[0]["val"]["acc"]
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        MaskConfig("tam"),
+        MaskConfig("random"),
+        MaskConfig("inverse"),
+        MaskConfig("none"),
+        MaskConfig("tam", apply="fill"),
+        MaskConfig("tam", temperature=0.5, texture="diff"),
+    ],
+    ids=["tam", "random", "inverse", "none", "tam-fill", "tam-T-diff"],
+)
+def test_every_mask_mode_trains(genimage_tree, tmp_path, mask):
+    result = train(_cfg(genimage_tree, tmp_path / "run", mask=mask))
+    cfg = json.loads((result.best / "config.json").read_text())
+    assert cfg["mask"] == mask.to_dict()
+    assert result.history[0]["loss"] == result.history[0]["loss"]  # not NaN
+
+
+def test_training_learns_an_easy_task(tmp_path):
+    data = make_genimage_tree(tmp_path / "data", n_per_class=16)
+    result = train(_cfg(data, tmp_path / "run", epochs=4, lr_head=1e-2, lr_backbone=1e-3, batch_size=8))
+    assert result.history[-1]["val"]["acc"] >= 0.9, result.history
+
+
+def test_masking_changes_what_the_model_sees(genimage_tree, tmp_path):
+    a = train(_cfg(genimage_tree, tmp_path / "a", mask=MaskConfig("none")))
+    b = train(_cfg(genimage_tree, tmp_path / "b", mask=MaskConfig("tam", ratio=0.5)))
+    wa = load_file(str(a.last / "model.safetensors"))["head.weight"]
+    wb = load_file(str(b.last / "model.safetensors"))["head.weight"]
+    assert not torch.allclose(wa, wb)
+
+
+def test_same_seed_same_result(genimage_tree, tmp_path):
+    a = train(_cfg(genimage_tree, tmp_path / "a", mask=MaskConfig("random")))
+    b = train(_cfg(genimage_tree, tmp_path / "b", mask=MaskConfig("random")))
+    sa, sb = load_file(str(a.last / "model.safetensors")), load_file(str(b.last / "model.safetensors"))
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(genimage_tree, tmp_path, monkeypatch):
+    full = train(_cfg(genimage_tree, tmp_path / "full", epochs=3))
+    import mpft.train as train_mod
+
+    real_validate, calls = train_mod.validate, {"n": 0}
+
+    def crash_on_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "validate", crash_on_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(genimage_tree, tmp_path / "cut", epochs=3))
+    monkeypatch.setattr(train_mod, "validate", real_validate)
+    resumed = train(_cfg(genimage_tree, tmp_path / "cut", epochs=3, resume=True))
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    sa = load_file(str(full.last / "model.safetensors"))
+    sb = load_file(str(resumed.last / "model.safetensors"))
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], atol=1e-6, rtol=1e-5)
+
+
+def test_resume_refuses_different_settings(genimage_tree, tmp_path):
+    train(_cfg(genimage_tree, tmp_path / "run"))
+    with pytest.raises(ConfigError, match="mask"):
+        train(_cfg(genimage_tree, tmp_path / "run", mask=MaskConfig("random"), resume=True))
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(_cfg(genimage_tree, tmp_path / "other", resume=True))
+
+
+def test_bad_files_are_skipped_and_listed(genimage_tree, tmp_path):
+    (genimage_tree / "train" / "ai" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    (genimage_tree / "train" / "nature" / "empty.jpg").write_bytes(b"")
+    result = train(_cfg(genimage_tree, tmp_path / "run", epochs=2))
+    assert any("broken.png" in p for p in result.skipped)
+    cfg = json.loads((result.last / "config.json").read_text())
+    assert any("broken.png" in p for p in cfg["training"]["skipped_files"])
+
+
+def test_shots_takes_a_balanced_subset(tmp_path):
+    data = make_genimage_tree(tmp_path / "data", n_per_class=10)
+    result = train(_cfg(data, tmp_path / "run", shots=6))
+    counts = json.loads((result.last / "config.json").read_text())["training"]["n_train"]
+    assert json.dumps(counts).count("3") >= 2  # 3 real + 3 fake
+
+
+def test_clear_errors_before_training(tmp_path):
+    with pytest.raises(DataError):
+        train(_cfg(tmp_path / "missing", tmp_path / "run"))
+    one = make_genimage_tree(tmp_path / "one", splits=("train",))
+    for f in (one / "train" / "ai").iterdir():
+        f.unlink()
+    with pytest.raises(DataError):
+        train(_cfg(one, tmp_path / "run"))
+    with pytest.raises(ConfigError):
+        _cfg(one, tmp_path / "run", epochs=0)
+    with pytest.raises(ConfigError):
+        train(
+            _cfg(make_genimage_tree(tmp_path / "ok"), tmp_path / "run", tune=TuneConfig("last-k", layers=9))
+        )
+
+
+def test_caller_encoder_is_not_modified(genimage_tree, tmp_path):
+    enc = load_backbone("random:tiny")
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    train(_cfg(genimage_tree, tmp_path / "run", tune=TuneConfig("full")), encoder=enc)
+    train(_cfg(genimage_tree, tmp_path / "run2", tune=TuneConfig("lora")), encoder=enc)
+    after = enc.state_dict()
+    assert set(after) == set(before)
+    for k in before:
+        assert torch.equal(before[k], after[k])
