@@ -22,6 +22,7 @@ from mpft.data.transforms import PreprocessPolicy, prepare, to_tensor
 from mpft.detectors import DEFAULT_DETECTOR_DIR
 from mpft.errors import CheckpointError, ConfigError, ImageDecodeError
 from mpft.inference import autocast_for
+from mpft.quantize import apply_precision, model_precision, precision_device
 from mpft.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -102,16 +103,33 @@ class Detector:
             else (path.name if path else "in-memory")
         )
         self.model_id = f"mpft-{name}-{config.tune.get('strategy')}-{digest}" if digest else f"mpft-{name}"
+        self.precision = model_precision(model)
+        if self.precision != "fp32":
+            # int8 scores differ slightly from fp32 ones: results must say which produced them
+            self.model_id += f"-{self.precision}"
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, *, device: str = "cpu", encoder=None) -> Detector:
-        """Load a checkpoint directory; ``None`` loads the detector shipped with mpft."""
+    def load(
+        cls,
+        path: str | os.PathLike | None = None,
+        *,
+        device: str = "cpu",
+        encoder=None,
+        precision: str = "fp32",
+    ) -> Detector:
+        """Load a checkpoint directory; ``None`` loads the detector shipped with mpft.
+
+        ``precision``: "fp32" (as trained) or "int8" (CPU only, see :mod:`mpft.quantize`).
+        """
+        device = precision_device(precision, device)
         p = Path(path) if path is not None else DEFAULT_DETECTOR_DIR
         if path is None and not (p / "config.json").is_file():
             raise CheckpointError(
                 f"no default detector is installed at {p}; pass --model RUN_DIR/best (train one with `mpft train`)"
             )
         model, config = load_checkpoint(p, encoder=encoder)
+        # a caller's encoder may be shared by the loaded model (linear heads): never convert it in place
+        model = apply_precision(model, precision, inplace=encoder is None)
         return cls(model, config, p, resolve_device(device))
 
     # ---- decisions ----------------------------------------------------------------------------
@@ -188,4 +206,5 @@ class Detector:
             "uncertain_band": self.uncertain_band,
             "thresholds": self.config.thresholds,
             "preprocess": self.config.preprocess,
+            "precision": self.precision,
         }

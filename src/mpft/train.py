@@ -28,7 +28,14 @@ from mpft import __version__
 from mpft.backbones import DEFAULT_BACKBONE, load_backbone
 from mpft.checkpoint import DetectorConfig, save_checkpoint
 from mpft.data.dataset import ImageDataset, make_loader
-from mpft.data.layouts import Sample, balanced_subset, discover, require_both_classes, summarize
+from mpft.data.layouts import (
+    Sample,
+    balanced_subset,
+    discover,
+    has_splits,  # re-exported: the one split rule, shared with discover and eval
+    require_both_classes,
+    summarize,
+)
 from mpft.data.transforms import Augment, PreprocessPolicy
 from mpft.errors import ConfigError, DataError
 from mpft.inference import autocast_for, score_dataset
@@ -47,6 +54,7 @@ class TrainConfig:
     out: str
     layout: str = "auto"
     val: str | None = None
+    validate: bool = True
     backbone: str = DEFAULT_BACKBONE
     tune: TuneConfig = field(default_factory=TuneConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
@@ -103,22 +111,15 @@ class TrainResult:
     images_per_second: float
 
 
-def has_splits(root: Path) -> bool:
-    """True when ``root`` (or its generator folders) has train/val split folders."""
-    if root.is_file():
-        return False
-    if (root / "train").is_dir() or (root / "val").is_dir():
-        return True
-    return any((d / "train").is_dir() for d in root.iterdir() if d.is_dir())
-
-
 def resolve_training_data(cfg: TrainConfig) -> tuple[list[Sample], list[Sample] | None]:
     root = Path(cfg.data)
     if not root.exists():
         raise DataError(f"training data not found: {root}")
     split = has_splits(root)
     train = discover(root, layout=cfg.layout, split="train" if split else None)
-    if cfg.val is not None:
+    if not cfg.validate:
+        val = None
+    elif cfg.val is not None:
         vroot = Path(cfg.val)
         val = discover(vroot, layout=cfg.layout, split="val" if has_splits(vroot) else None)
     elif split:

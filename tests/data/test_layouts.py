@@ -12,12 +12,15 @@ from mpft.data.layouts import (
     REAL,
     Sample,
     balanced_subset,
+    dataset_splits,
     detect_layout,
     discover,
+    has_splits,
     limit_per_class,
     list_images,
     require_both_classes,
     single_class,
+    split_folders,
     summarize,
 )
 from mpft.errors import ConfigError, DataError
@@ -103,6 +106,68 @@ def test_ufd_layout_with_classes_and_split(tmp_path: Path) -> None:
         discover(tmp_path, layout="ufd")
     flat = discover(test / "dalle")
     assert _names(flat) == [("r.png", REAL, "dalle"), ("f.png", FAKE, "dalle")]
+
+
+def _ufd_classes(folder: Path, classes: tuple[str, ...]) -> None:
+    """``folder/<class>/{0_real,1_fake}`` with one image each (CNNDetection's object classes)."""
+    for cls in classes:
+        _fill(folder / cls / "0_real", [f"{cls}.png"])
+        _fill(folder / cls / "1_fake", [f"{cls} fake.png"])
+
+
+def test_ufd_object_class_named_train_is_not_a_split(tmp_path: Path) -> None:
+    train_set = tmp_path / "progan_train"
+    _ufd_classes(train_set, ("airplane", "train", "Val"))
+    assert split_folders(train_set) == {}
+    assert dataset_splits(train_set) == [] and not has_splits(train_set)
+    samples = discover(train_set, layout="ufd")
+    assert summarize(samples)["generators"] == {
+        "Val": {"real": 1, "fake": 1},
+        "airplane": {"real": 1, "fake": 1},
+        "train": {"real": 1, "fake": 1},
+    }
+    # a test root: progan's classes include "train", biggan has no classes; no splits anywhere
+    test = tmp_path / "test"
+    _ufd_classes(test / "progan", ("airplane", "train"))
+    _fill(test / "biggan" / "0_real", ["r.png"])
+    _fill(test / "biggan" / "1_fake", ["f.png"])
+    assert dataset_splits(test) == [] and not has_splits(test)
+    assert discover(test, layout="ufd", split="test") == discover(test, layout="ufd")
+    assert summarize(discover(test))["generators"] == {
+        "biggan": {"real": 1, "fake": 1},
+        "progan": {"real": 2, "fake": 2},
+    }
+
+
+def test_ufd_split_folders_still_split(tmp_path: Path) -> None:
+    # <root>/<split>/<gen>/<class>/...: train/ and test/ are splits even with a "train" class below
+    for split in ("train", "test"):
+        _ufd_classes(tmp_path / "nested" / split / "progan", ("airplane", "train"))
+    nested = tmp_path / "nested"
+    assert set(split_folders(nested)) == {"train", "test"} and has_splits(nested)
+    samples = discover(nested, layout="ufd", split="train")
+    assert {s.generator for s in samples} == {"progan"} and len(samples) == 4
+    assert all("/nested/train/progan/" in s.path.as_posix() for s in samples)
+    with pytest.raises(DataError, match="has split folders"):
+        discover(nested, layout="ufd")
+    # <root>/{train,val}/{0_real,1_fake}: split siblings are no object classes
+    flat = tmp_path / "flat"
+    for split in ("train", "val"):
+        _fill(flat / split / "0_real", [f"{split}.png"])
+        _fill(flat / split / "1_fake", [f"{split} fake.png"])
+    assert set(split_folders(flat)) == {"train", "val"}
+    assert _names(discover(flat, split="val")) == [("val.png", REAL, "flat"), ("val fake.png", FAKE, "flat")]
+
+
+def test_genimage_splits_unaffected_by_class_rule(tmp_path: Path) -> None:
+    for gen in ("sdv4", "biggan"):
+        for split in ("train", "val"):
+            _fill(tmp_path / gen / split / "ai", ["f.png"])
+            _fill(tmp_path / gen / split / "nature", ["r.png"])
+    assert split_folders(tmp_path) == {}
+    assert set(split_folders(tmp_path / "sdv4")) == {"train", "val"}
+    assert dataset_splits(tmp_path) == ["train", "val"] and has_splits(tmp_path)
+    assert not has_splits(tmp_path / "sdv4" / "train") and not has_splits(tmp_path / "missing")
 
 
 def test_realfake_layout(tmp_path: Path) -> None:

@@ -146,8 +146,15 @@ class ClipEncoder(nn.Module):
 
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: (B, T, D) embeddings -> (B, T, D) last hidden states (pre-LN, then the blocks)."""
-        hidden = self._pre_ln(tokens)
-        for layer in self._layers:
+        return self.run_blocks(self.pre_norm(tokens), 0, self.num_layers)
+
+    def pre_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) embeddings -> (B, T, D) after CLIP's pre-LayerNorm (the input of block 0)."""
+        return self._pre_ln(tokens)
+
+    def run_blocks(self, hidden: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Apply blocks ``start``..``stop-1`` to (B, T, D) hidden states (lets callers cache a frozen prefix)."""
+        for layer in self._layers[start:stop]:
             out = layer(hidden, None)
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden

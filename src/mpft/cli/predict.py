@@ -49,6 +49,10 @@ def predict_cmd(
         None, "--output", "-o", help="Write results to FILE instead of stdout.", show_default=False,
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32 (as trained) or int8 (CPU only: int8 weights, faster; scores "
+        "within ~0.01 of fp32, see docs/performance.md).",
+    ),
 ) -> None:
     """Say whether images are AI-generated: path, P(generated), verdict, model id, error, notes.
 
@@ -59,11 +63,13 @@ def predict_cmd(
     """
     from mpft.errors import ConfigError
     from mpft.predict_io import check_decision, check_format, expand_inputs
+    from mpft.quantize import precision_device
 
     if not paths:
         raise ConfigError("no PATH given; name image files, folders, globs, or - to read paths from stdin")
     fmt = check_format(fmt)
     check_decision(threshold, band)
+    device = precision_device(precision, device)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     if workers < 0:
@@ -79,7 +85,7 @@ def predict_cmd(
 
     from mpft.detector import Detector
 
-    det = Detector.load(model, device=device)
+    det = Detector.load(model, device=device, precision=precision)
     if threshold is not None:
         det.threshold = threshold
     if band is not None:

@@ -33,6 +33,7 @@ def train_cmd(
     ),
     layout: str = typer.Option("auto", help="genimage, ufd, realfake, csv or auto."),
     val: Path = typer.Option(None, help="Validation data (default: the data's val split, if it has one)."),
+    validate: bool = typer.Option(True, "--validate/--no-validate", help="Validate after each epoch."),
     backbone: str = typer.Option("clip-vit-b16", help="Backbone spec (see `mpft backbone list`)."),
     tune: str = typer.Option("last-k", help=_TUNE_HELP),
     layers: int = typer.Option(4, help="K for --tune last-k: how many final blocks train."),
@@ -87,6 +88,7 @@ def train_cmd(
         out=str(out),
         layout=layout,
         val=str(val) if val else None,
+        validate=validate,
         backbone=backbone,
         tune=TuneConfig(strategy=tune, layers=layers, lora_rank=lora_rank, lora_alpha=2.0 * lora_rank),
         mask=MaskConfig(

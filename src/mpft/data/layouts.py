@@ -33,13 +33,17 @@ __all__ = [
     "LAYOUTS",
     "REAL",
     "Sample",
+    "SPLIT_NAMES",
     "balanced_subset",
+    "dataset_splits",
     "detect_layout",
     "discover",
+    "has_splits",
     "limit_per_class",
     "list_images",
     "require_both_classes",
     "single_class",
+    "split_folders",
     "summarize",
 ]
 
@@ -225,13 +229,60 @@ def _generator_name(folder: Path) -> str:
     return folder.name
 
 
-def _split_dirs(folder: Path) -> dict[str, Path]:
-    return {p.name.lower(): p for p in _subdirs(folder) if p.name.lower() in SPLIT_NAMES}
+def _is_ufd_class_dir(folder: Path) -> bool:
+    return _class_layout_of(folder) == "ufd"
+
+
+def split_folders(folder: str | os.PathLike[str]) -> dict[str, Path]:
+    """The split folders directly inside ``folder``: ``{"train": folder/train, ...}``.
+
+    This is the one split rule every command uses (``discover``, ``mpft train``, ``mpft eval``).
+    A sub-folder named ``train``/``val``/``test`` (any case) is a split, except when it is an
+    object-class folder of the ufd layout: it directly holds ``0_real``/``1_fake`` and so does
+    at least one sibling whose name is not a split name. CNNDetection has an object class
+    called ``train`` (``progan_train/{airplane,...,train}/{0_real,1_fake}``), which is no split;
+    ``<root>/{train,val}/{0_real,1_fake}`` still is.
+
+    Returns:
+        Split name (lower case) -> folder; empty when ``folder`` has no splits or is not a folder.
+    """
+    subdirs = _subdirs(Path(folder))
+    named = [p for p in subdirs if p.name.lower() in SPLIT_NAMES]
+    if not named:
+        return {}
+    has_class_siblings = any(
+        p.name.lower() not in SPLIT_NAMES and _is_ufd_class_dir(p) for p in subdirs
+    )
+    return {
+        p.name.lower(): p for p in named if not (has_class_siblings and _is_ufd_class_dir(p))
+    }
+
+
+def dataset_splits(root: str | os.PathLike[str]) -> list[str]:
+    """Split names a dataset has, in ``root`` itself or in its generator folders (one level down).
+
+    Uses :func:`split_folders`, so CNNDetection's object class ``train`` is not counted.
+
+    Returns:
+        Sorted split names (lower case); empty for a file (csv) or a dataset without splits.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = set(split_folders(root))
+    for sub in _subdirs(root):
+        found.update(split_folders(sub))
+    return sorted(found)
+
+
+def has_splits(root: str | os.PathLike[str]) -> bool:
+    """True when ``root`` or its generator folders hold split folders (see :func:`split_folders`)."""
+    return bool(dataset_splits(root))
 
 
 def _select_split(root: Path, layout: str, split: str | None) -> Path:
     """Descend into ``root/<split>`` when the dataset has split folders."""
-    splits = _split_dirs(root)
+    splits = split_folders(root)
     if not splits or _class_layout_of(root) == layout:
         if split is not None:
             log.warning("%s: split %r requested but the dataset has no split folders; using all", root, split)
@@ -281,11 +332,11 @@ def _discover_genimage(root: Path, split: str | None) -> list[Sample]:
         if split is not None:
             log.warning("%s: split %r requested but the dataset has no split folders; using all", root, split)
         return _class_samples(root, "genimage", _generator_name(root))
-    if _split_dirs(root):
+    if split_folders(root):
         return _class_samples(_select_split(root, "genimage", split), "genimage", _generator_name(root))
     samples: list[Sample] = []
     for gen_dir in _subdirs(root):
-        if _split_dirs(gen_dir):
+        if split_folders(gen_dir):
             base = _select_split(gen_dir, "genimage", split)
             samples.extend(_class_samples(base, "genimage", gen_dir.name))
         elif _class_layout_of(gen_dir) == "genimage":

@@ -30,8 +30,8 @@ from mpft.data.dataset import ImageDataset
 from mpft.data.layouts import (
     FAKE,
     REAL,
-    SPLIT_NAMES,
     Sample,
+    dataset_splits,
     detect_layout,
     discover,
     limit_per_class,
@@ -52,6 +52,7 @@ from mpft.evaluate.report import (
 )
 from mpft.inference import score_dataset
 from mpft.model import DetectorModel
+from mpft.quantize import apply_precision, precision_device
 from mpft.runtime import DistInfo, init_distributed, local_device, resolve_device, seed_everything
 from mpft.tam import MASK_STRATEGIES, MaskConfig
 
@@ -102,33 +103,22 @@ def resolve_checkpoint_dir(path: str | os.PathLike[str]) -> Path:
 def eval_split(root: str | os.PathLike[str]) -> str | None:
     """Split folder to evaluate in ``root``: "val" (GenImage's test split), else "test", or None.
 
-    Split folders are looked for in ``root`` and in its direct sub-folders (generator folders).
+    Split folders are found by :func:`mpft.data.layouts.dataset_splits` (``root`` and its
+    generator folders; an object-class folder named ``train`` is no split).
 
     Raises:
         DataError: the dataset has split folders but only a training split.
     """
-    root = Path(root)
-    if not root.is_dir():
-        return None
-    found: set[str] = set()
-    for folder in [root, *(d for d in _safe_subdirs(root))]:
-        found.update(d.name.lower() for d in _safe_subdirs(folder) if d.name.lower() in SPLIT_NAMES)
+    found = dataset_splits(root)
     if not found:
         return None
     for split in EVAL_SPLITS:
         if split in found:
             return split
     raise DataError(
-        f"{root}: has only {sorted(found)} split folders; evaluation needs a val/ or test/ split "
+        f"{root}: has only {found} split folders; evaluation needs a val/ or test/ split "
         "(or pass the split folder itself)"
     )
-
-
-def _safe_subdirs(folder: Path) -> list[Path]:
-    try:
-        return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    except OSError:
-        return []
 
 
 def parse_mask(spec: str | None, base: dict[str, Any]) -> MaskConfig | None:
@@ -381,6 +371,7 @@ def evaluate(
     batch_size: int = 32,
     workers: int = 0,
     device: str = "auto",
+    precision: str = "fp32",
     seed: int = 0,
     n_boot: int = 1000,
     sweep_n_boot: int | None = None,
@@ -407,6 +398,7 @@ def evaluate(
         n_boot: bootstrap resamples of the clean condition's AP/AUC intervals (0 skips them).
         sweep_n_boot: resamples for the perturbed and normalised conditions; default
             ``min(n_boot, DEFAULT_SWEEP_N_BOOT)``.
+        precision: "fp32", or "int8" (CPU only: :func:`mpft.quantize.quantize_int8`).
         encoder: an already-loaded backbone (skips loading it again).
         progress: progress bar on stderr; default when stderr is a terminal.
 
@@ -434,6 +426,7 @@ def evaluate(
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     parse_mask(mask, MaskConfig().to_dict())  # the spec's syntax; the checkpoint's settings come later
+    device = precision_device(precision, device)
     ckpt_dir = resolve_checkpoint_dir(checkpoint)
     progress = sys.stderr.isatty() if progress is None else progress
 
@@ -473,6 +466,7 @@ def evaluate(
             sweep_n_boot=sweep_n_boot,
             encoder=encoder,
             progress=progress,
+            precision=precision,
         )
     finally:
         if dist_info.enabled and not was_initialised:
@@ -506,11 +500,13 @@ def _run(
     sweep_n_boot: int,
     encoder: Any,
     progress: bool,
+    precision: str = "fp32",
 ) -> EvalReport | None:
     from mpft.detector import Detector
 
     seed_everything(seed)
     model, config = load_checkpoint(ckpt_dir, encoder=encoder)
+    model = apply_precision(model, precision, inplace=encoder is None)  # never convert a caller's encoder
     detector = Detector(model, config, ckpt_dir, device)
     model = detector.model
     policy = PreprocessPolicy.from_dict(config.preprocess)
@@ -607,6 +603,7 @@ def _run(
             "perturbations": [p.name for p in perturbs],
             "normalize_format": normalize_format,
             "mask_at_inference": mask_cfg.to_dict() if mask_cfg is not None else None,
+            "precision": precision if precision != "fp32" else None,
             "n_boot": n_boot,
             "sweep_n_boot": sweep_n_boot if len(plans) > 1 else None,
             "counts": summarize(samples),

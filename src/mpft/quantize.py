@@ -1,0 +1,186 @@
+"""Inference precision: fp32 as trained, or int8 weights for faster CPU inference.
+
+``int8`` is PyTorch dynamic quantization of the backbone's ``nn.Linear`` layers (attention
+q/k/v/out and MLP projections, which hold ~99% of a ViT's FLOPs): weights are stored as int8
+with one scale per output channel; activations are quantized per batch at run time. It runs on
+the CPU only (fbgemm / x86 kernels). The patch-embedding convolution, LayerNorms and the
+detector head stay fp32: they are a negligible share of the work, and the head decides the
+score, so it keeps full precision.
+
+Activations are quantized with ``reduce_range`` (7-bit), which torch's dynamic Linear always
+asks for: on AVX2 CPUs without VNNI, fbgemm multiplies u8 x s8 pairs into int16
+accumulators (``vpmaddubsw``) that saturate with full 8-bit ranges; 7 bits avoid that. On
+VNNI / AVX-512 CPUs it costs a little accuracy and nothing else. Whether int8 is worth
+using is measured, not assumed: ``benchmarks/speed.py`` compares speed, score agreement and
+AUC against fp32 (see docs/performance.md).
+
+LoRA checkpoints: the adapters are first merged into their base weights (W + B @ A * scale),
+then the merged Linear is quantized; quantizing the wrapper would leave the adapter path fp32
+and the base weights unmerged.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from mpft.errors import ConfigError
+from mpft.model import DetectorModel
+
+__all__ = [
+    "PRECISIONS",
+    "apply_precision",
+    "check_precision",
+    "merge_lora",
+    "model_precision",
+    "precision_device",
+    "quantize_int8",
+]
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "int8")
+#: Attribute set on a model converted by :func:`quantize_int8` (read with :func:`model_precision`).
+_PRECISION_ATTR = "mpft_precision"
+
+
+def check_precision(precision: str) -> str:
+    """The normalised precision name.
+
+    Raises:
+        ConfigError: not one of :data:`PRECISIONS`.
+    """
+    name = str(precision).strip().lower()
+    if name not in PRECISIONS:
+        raise ConfigError(f"unknown --precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return name
+
+
+def precision_device(precision: str, device: str) -> str:
+    """The device name to run ``precision`` on: int8 turns ``auto`` into ``cpu``.
+
+    Raises:
+        ConfigError: unknown precision, or int8 asked for on a GPU.
+    """
+    precision = check_precision(precision)
+    if precision == "int8":
+        if device == "auto":
+            return "cpu"
+        if device != "cpu":
+            raise ConfigError(
+                f"--precision int8 runs on the CPU only (PyTorch dynamic quantization), not on {device!r}; "
+                "use --device cpu, or fp32 on the GPU (which already runs in bf16 autocast)"
+            )
+    return device
+
+
+def model_precision(model: nn.Module) -> str:
+    """``"int8"`` for a model returned by :func:`quantize_int8`, else ``"fp32"``."""
+    return str(getattr(model, _PRECISION_ATTR, "fp32"))
+
+
+def _replace_modules(root: nn.Module, make: Callable[[nn.Module], nn.Module | None]) -> int:
+    """Swap submodules for ``make(child)`` wherever ``make`` returns one. Returns how many were swapped.
+
+    A module registered under several parents (ClipEncoder keeps references to the blocks and
+    the projection of the transformers model it wraps) is converted once and the same new
+    module is put in every parent, so the copies never diverge.
+    """
+    done: dict[int, nn.Module] = {}
+    for parent in list(root.modules()):
+        for name, child in list(parent._modules.items()):
+            if child is None:
+                continue
+            key = id(child)
+            if key not in done:
+                new = make(child)
+                if new is None:
+                    continue
+                done[key] = new
+            parent._modules[name] = done[key]
+    return len(done)
+
+
+def merge_lora(model: DetectorModel, *, inplace: bool = False) -> DetectorModel:
+    """Fold every LoRA adapter into its base Linear (W <- W + B @ A * scale) and drop the wrappers.
+
+    The result computes the same function (up to fp32 rounding) with plain ``nn.Linear``
+    layers; it is for inference: it no longer has adapter tensors to train or save.
+    A model without adapters is returned unchanged (copied unless ``inplace``).
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # pragma: no cover - peft is a dependency; without it there are no adapters
+        return model
+
+    def unwrap(child: nn.Module) -> nn.Module | None:
+        if not isinstance(child, LoraLayer):
+            return None
+        with torch.no_grad():
+            child.merge()
+        return child.get_base_layer()
+
+    n = _replace_modules(model, unwrap)
+    if n:
+        log.debug("merged %d LoRA adapters into their base weights", n)
+    return model
+
+
+def quantize_int8(model: DetectorModel, *, inplace: bool = False) -> DetectorModel:
+    """Dynamic int8 quantization of the encoder's Linear layers (LoRA merged first); CPU only.
+
+    Args:
+        model: an fp32 detector (any tuning strategy), on the CPU.
+        inplace: convert ``model`` itself (saves a copy's memory when loading for inference).
+
+    Returns:
+        The converted model in eval mode, ``model_precision(result) == "int8"``. Its forward takes
+        the same inputs and gives (B,) logits close to the fp32 ones (typically a few 1e-3 in
+        probability on B/16; measured by benchmarks/speed.py).
+
+    Raises:
+        ConfigError: the model has parameters outside the CPU.
+    """
+    if model_precision(model) == "int8":
+        return model
+    devices = {p.device.type for p in model.parameters()}
+    if devices - {"cpu"}:
+        raise ConfigError(f"int8 quantization runs on the CPU only; the model is on {sorted(devices)}")
+    model = merge_lora(model, inplace=inplace)
+    model.eval()
+    # torch.ao.quantization and quantized tensors are deprecated in favour of torchao (not
+    # installed here); their dynamic Linear kernels are still the fast CPU path in this torch,
+    # so the notices would only alarm users of `mpft predict --precision int8`.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions", category=UserWarning)
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+        from torch.ao.quantization import per_channel_dynamic_qconfig
+
+        def to_int8(child: nn.Module) -> nn.Module | None:
+            if type(child) is not nn.Linear:
+                return None
+            child.qconfig = per_channel_dynamic_qconfig
+            return DynamicQuantizedLinear.from_float(child)
+
+        n = _replace_modules(model.encoder, to_int8)
+    if n == 0:
+        raise ConfigError("int8 quantization found no Linear layer to convert in the encoder")
+    setattr(model, _PRECISION_ATTR, "int8")
+    log.info("quantized %d Linear layers to int8 (dynamic, per-channel weights)", n)
+    return model
+
+
+def apply_precision(model: DetectorModel, precision: str, *, inplace: bool = True) -> DetectorModel:
+    """``model`` converted to ``precision`` ("fp32": unchanged; "int8": :func:`quantize_int8`)."""
+    if check_precision(precision) == "int8":
+        return quantize_int8(model, inplace=inplace)
+    return model

@@ -1,0 +1,141 @@
+"""benchmarks/speed.py in --quick mode: every section runs, the JSON has its keys, reruns resume."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "speed.py"
+
+
+def _load_script():
+    name = "mpft_speed_bench"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SCRIPT)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod  # dataclasses look their module up while the file executes
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+def _images(folder: Path, n: int, size: tuple[int, int]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(n + size[0])
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    return folder
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--threads", "1", *args],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return r
+
+
+def _measured(stdout: str) -> int:
+    m = re.search(r"(\d+) configurations measured, (\d+) reused", stdout)
+    assert m, stdout[-1000:]
+    return int(m.group(1))
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("speed")
+    nature = _images(tmp / "nature", 6, (64, 48))
+    cifake = _images(tmp / "cifake", 6, (32, 32))
+    out = tmp / "speed.json"
+    args = ("--json", str(out), "--images", str(nature), "--cifake", str(cifake))
+    r = _run(*args)
+    return out, args, r.stdout
+
+
+EXPECTED_PREFIXES = (
+    "roofline/matmul", "flops/", "forward/main/fp32/b32", "forward/main/int8/b1", "forward/large/fp32/b8",
+    "e2e/nature/fp32/b32/w0", "e2e/cifake/int8/b8/w1", "peer/nature", "peer/cifake", "int8/agreement",
+    "train/last-k/drop", "train/full/fill", "memory/predict/fp32", "memory/predict/int8", "memory/train/last-k",
+    "paths/baseline_inference_mode", "paths/bf16_autocast", "paths/torch_compile", "decode/nature/draft",
+)
+
+
+def test_json_has_every_section_and_target(first_run):
+    out, _, stdout = first_run
+    data = json.loads(out.read_text())
+    assert data["schema"] == 1 and data["meta"]["plan"]["mode"] == "quick"
+    results = data["results"]
+    for prefix in EXPECTED_PREFIXES:
+        assert any(k.startswith(prefix) for k in results), prefix
+    failed = {k: r["error"] for k, r in results.items() if r.get("failed")}
+    assert not failed, failed
+    for key, r in results.items():
+        assert {"params", "machine", "finished"} <= set(r), key
+    assert results["roofline/matmul"]["gflops"] > 0
+    for key in (k for k in results if k.startswith(("forward/", "e2e/", "peer/"))):
+        assert results[key]["images_per_s"] > 0, key
+    assert 0 <= results["int8/agreement"]["max_abs_diff"] < 0.5
+    assert results["memory/predict/fp32"]["peak_gb"] > 0.05  # python + torch alone is more than 50 MB
+    base = results["paths/baseline_inference_mode"]
+    assert "speedup" not in base and "max_abs_diff" in results["paths/no_grad"]
+    assert results["paths/no_grad"]["max_abs_diff"] < 1e-6  # same computation, same numbers
+
+    targets = data["targets"]
+    mod = _load_script()
+    for tid in mod.TARGETS:
+        assert targets[tid]["status"] in ("PASS", "FAIL", "SKIP"), tid
+        assert "not a result" in targets[tid]["note"]
+    assert targets["int8_auc"]["status"] == "SKIP"  # no --model / --auc-data
+    assert targets["memory_predict"]["status"] == "PASS"
+    for tid in mod.TARGETS:
+        assert re.search(rf"(PASS|FAIL|SKIP)\s+{tid}\b", stdout), tid
+
+
+def test_rerun_resumes_only_what_is_missing(first_run):
+    out, args, _ = first_run
+    data = json.loads(out.read_text())
+    before = dict(data["results"])
+    del data["results"]["roofline/matmul"]  # as if the run had stopped before this one finished
+    out.write_text(json.dumps(data))
+    r = _run(*args)
+    assert _measured(r.stdout) == 1
+    assert "(cached)" in r.stdout
+    after = json.loads(out.read_text())["results"]
+    assert set(after) == set(before)
+    assert {k: v["finished"] for k, v in after.items() if k != "roofline/matmul"} == {
+        k: v["finished"] for k, v in before.items() if k != "roofline/matmul"
+    }
+
+
+def test_force_measures_again(first_run):
+    out, args, _ = first_run
+    r = _run(*args, "--only", "roofline", "--force")
+    assert _measured(r.stdout) == 3  # matmul and the two FLOP counts
+
+
+def test_vit_flops_formula_matches_counted_flops():
+    """The analytic count agrees with torch's FLOP counter on a real forward (random:tiny)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mpft.backbones import load_backbone
+
+    mod = _load_script()
+    enc = load_backbone("random:tiny")
+    # eager attention: torch's counter does not see the CPU SDPA kernel, but counts its two bmm
+    enc.model.set_attn_implementation("eager")
+    analytic = mod.encoder_flops(enc)["total"]
+    x = torch.randn(2, 3, enc.image_size, enc.image_size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        enc(x)
+    counted = counter.get_total_flops() / 2
+    assert counted == pytest.approx(analytic, rel=1e-3)
+    b16 = mod.vit_flops(224, 16, 768, 12, 3072, 512)
+    assert b16["total"] / 1e9 == pytest.approx(35.1, abs=0.1)  # ViT-B/16: the usual 17.6 GMACs
