@@ -19,8 +19,11 @@ def data_root() -> Path:
     return root
 
 
-def make_tiny_checkpoint(path: Path, strategy: str = "lora", seed: int = 0) -> Path:
-    """A random:tiny detector (32x32 input, 4x4 grid) with a seeded head, saved at ``path``."""
+def make_tiny_checkpoint(path: Path, strategy: str = "lora", seed: int = 0, head_std: float = 1.0) -> Path:
+    """A random:tiny detector (32x32 input, 4x4 grid) with a seeded head, saved at ``path``.
+
+    The default head init (std 0.01) puts every probability near 0.5; ``head_std`` spreads them.
+    """
     import torch
 
     from mpft.backbones import load_backbone
@@ -30,10 +33,10 @@ def make_tiny_checkpoint(path: Path, strategy: str = "lora", seed: int = 0) -> P
     from mpft.tam import MaskConfig
 
     enc = load_backbone("random:tiny")
-    torch.manual_seed(seed)
-    model = DetectorModel(enc, TuneConfig(strategy, layers=2))
-    # a head with real weight so scores vary between images
-    torch.nn.init.normal_(model.head.weight, std=1.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DetectorModel(enc, TuneConfig(strategy, layers=2))
+        torch.nn.init.normal_(model.head.weight, std=head_std)
     cfg = DetectorConfig(
         backbone="random:tiny",
         backbone_sha256=enc.weights_sha256,
@@ -42,6 +45,17 @@ def make_tiny_checkpoint(path: Path, strategy: str = "lora", seed: int = 0) -> P
         preprocess=PreprocessPolicy(size=32).to_dict(),
     )
     return save_checkpoint(path, model, cfg)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny test models gain nothing from threads, and on a busy 2-core machine threads wait on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -11,45 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageOps, features
 
 from mpft.errors import CheckpointError
+from tests.conftest import make_tiny_checkpoint
 
 
 def build_tiny_checkpoint(directory: Path) -> Path:
     """A random:tiny LoRA detector (32 px input) whose head gives clearly different probabilities."""
-    from mpft.backbones import load_backbone
-    from mpft.checkpoint import DetectorConfig, save_checkpoint
-    from mpft.data.transforms import PreprocessPolicy
-    from mpft.model import DetectorModel, TuneConfig
-    from mpft.tam import MaskConfig
-
-    torch.manual_seed(0)
-    enc = load_backbone("random:tiny")
-    tune = TuneConfig("lora")
-    model = DetectorModel(enc, tune)
-    # the default head init (std 0.01) puts every probability near 0.5; spread them apart
-    torch.nn.init.normal_(model.head.weight, std=0.5)
-    cfg = DetectorConfig(
-        backbone="random:tiny",
-        backbone_sha256=enc.weights_sha256,
-        tune=tune.to_dict(),
-        mask=MaskConfig().to_dict(),
-        preprocess=PreprocessPolicy(size=32).to_dict(),
-    )
-    return save_checkpoint(directory, model, cfg)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny model gains nothing from threads, and on a shared busy machine they wait on each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    return make_tiny_checkpoint(directory, head_std=0.5)
 
 
 @pytest.fixture(scope="module")

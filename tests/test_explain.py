@@ -12,9 +12,7 @@ import torch
 from PIL import Image
 
 from mpft.backbones import load_backbone
-from mpft.checkpoint import DetectorConfig, save_checkpoint
 from mpft.cli import main
-from mpft.data.transforms import PreprocessPolicy
 from mpft.detector import Detector
 from mpft.explain import (
     FIGSIZE,
@@ -25,7 +23,7 @@ from mpft.explain import (
     render,
 )
 from mpft.model import DetectorModel, TuneConfig
-from mpft.tam import MaskConfig
+from tests.conftest import make_tiny_checkpoint
 
 GRID = 4  # random:tiny: 32x32 input, 8 px patches
 
@@ -33,20 +31,7 @@ GRID = 4  # random:tiny: 32x32 input, 8 px patches
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """A random:tiny LoRA detector whose head is large enough that token removals move the logit."""
-    enc = load_backbone("random:tiny")
-    tune = TuneConfig("lora")
-    model = DetectorModel(enc, tune)
-    with torch.no_grad():
-        gen = torch.Generator().manual_seed(0)
-        model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=gen))
-    cfg = DetectorConfig(
-        backbone="random:tiny",
-        backbone_sha256=enc.weights_sha256,
-        tune=tune.to_dict(),
-        mask=MaskConfig().to_dict(),
-        preprocess=PreprocessPolicy(size=32).to_dict(),
-    )
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model, cfg)
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", head_std=1.0)
 
 
 @pytest.fixture(scope="module")

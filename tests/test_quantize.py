@@ -41,14 +41,6 @@ REL_TOL = 0.15
 PROB_TOL = 0.05  # |p_int8 - p_fp32| with the tiny head (std 0.5-1 logits): ~0.02 measured
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _randomize_lora(model: nn.Module, seed: int = 0) -> None:
     """peft starts lora_B at zero (a no-op adapter); give it weight so merging matters."""
     g = torch.Generator().manual_seed(seed)

@@ -9,9 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from mpft import __version__
 from mpft.errors import CheckpointError
+from mpft.fsutil import atomic_directory, atomic_write_text
 from mpft.model import DetectorModel, TuneConfig
 from mpft.tam import MaskConfig
 
@@ -65,17 +63,6 @@ class DetectorConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(
     directory: str | Path, model: DetectorModel, config: DetectorConfig, *, dtype: torch.dtype | None = None
 ) -> Path:
@@ -86,26 +73,9 @@ def save_checkpoint(
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         config.weights_dtype = str(dtype).removeprefix("torch.")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        tmp.chmod(0o755)
-        save_file(
-            {k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"}
-        )
-        (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=False) + "\n")
-        for f in tmp.iterdir():
-            f.chmod(0o644)  # readable by a server running as another user
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_directory(directory) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / CONFIG_NAME).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     return directory
 
 
@@ -115,7 +85,7 @@ def update_config(directory: str | Path, **changes) -> DetectorConfig:
     cfg = read_config(directory)
     for k, v in changes.items():
         setattr(cfg, k, v)
-    _atomic_write_text(directory / CONFIG_NAME, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(cfg.to_dict(), indent=2) + "\n")
     return cfg
 
 

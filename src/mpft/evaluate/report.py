@@ -9,14 +9,12 @@ Plots use Matplotlib's object API with the Agg canvas (no pyplot, no display, no
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
 import math
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -32,6 +30,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from mpft.errors import ConfigError, DataError
 from mpft.evaluate.metrics import MEAN_METHOD, Metrics, generator_groups, validate_inputs
+from mpft.fsutil import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -222,21 +221,12 @@ class EvalReport:
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None], *, binary: bool) -> Path:
     """Call ``write(f)`` on a temp file beside ``path``, then move it into place."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory as the target so os.replace is a rename on one filesystem (atomic).
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        mode = "wb" if binary else "w"
+    with atomic_file(target) as tmp:
         kw = {} if binary else {"encoding": "utf-8", "newline": ""}
-        with os.fdopen(fd, mode, **kw) as f:
+        with open(tmp, "wb" if binary else "w", **kw) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     return target
 
 
