@@ -1,0 +1,127 @@
+"""Checkpoints: trained tensors only, identity checks, clear errors, atomic writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from mpft.checkpoint import load_checkpoint, read_config, update_config
+from mpft.errors import CheckpointError
+from tests.conftest import make_tiny_checkpoint
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    return make_tiny_checkpoint(tmp_path / "ck", strategy="last-k")
+
+
+def test_round_trip_reproduces_scores(ckpt):
+    model, cfg = load_checkpoint(ckpt)
+    again, _ = load_checkpoint(ckpt)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), again(x))
+    assert cfg.backbone == "random:tiny" and cfg.tune["strategy"] == "last-k"
+    for key in ("mpft_version", "backbone_sha256", "mask", "preprocess", "threshold", "training"):
+        assert key in json.loads((ckpt / "config.json").read_text())
+
+
+def test_only_trained_tensors_are_stored(ckpt):
+    stored = load_file(str(ckpt / "model.safetensors"))
+    assert "head.weight" in stored
+    assert not any("embeddings" in k for k in stored)  # frozen backbone parts never stored
+    assert any(".layers.3." in k for k in stored) and not any(".layers.0." in k for k in stored)
+
+
+def test_wrong_backbone_identity_is_named(ckpt):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["backbone_sha256"] = "0" * 64
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="different model hides behind the same name"):
+        load_checkpoint(ckpt)
+
+
+def test_tensor_name_and_shape_mismatches_are_named(ckpt):
+    state = load_file(str(ckpt / "model.safetensors"))
+    state["head.weight"] = torch.zeros(1, 7)
+    del state["head.bias"]
+    state["extra.tensor"] = torch.zeros(1)
+    save_file(state, str(ckpt / "model.safetensors"))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(ckpt)
+    msg = str(err.value)
+    assert "head.bias" in msg and "extra.tensor" in msg and "head.weight: file (1, 7)" in msg
+
+
+def test_config_that_disagrees_with_weights(ckpt):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["tune"]["strategy"] = "lora"
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="missing tensors"):
+        load_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize(
+    "breakage,match",
+    [
+        (lambda d: (d / "config.json").unlink(), "no config.json"),
+        (lambda d: (d / "config.json").write_text("{not json"), "not valid JSON"),
+        (lambda d: (d / "config.json").write_text(json.dumps({"backbone": "random:tiny"})), "lacks required"),
+        (lambda d: (d / "model.safetensors").write_bytes(b"garbage"), "not a readable safetensors"),
+        (lambda d: (d / "model.safetensors").unlink(), "has no model.safetensors"),
+    ],
+)
+def test_broken_checkpoints_fail_clearly(ckpt, breakage, match):
+    breakage(ckpt)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(ckpt)
+
+
+def test_newer_format_is_refused(ckpt):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["format_version"] = 99
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="Upgrade mpft"):
+        read_config(ckpt)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope")
+
+
+def test_fp16_storage_and_update_config(tmp_path):
+    from mpft.checkpoint import save_checkpoint
+
+    src = make_tiny_checkpoint(tmp_path / "a", strategy="lora")
+    model, cfg = load_checkpoint(src)
+    save_checkpoint(tmp_path / "b", model, cfg, dtype=torch.float16)
+    assert all(v.dtype == torch.float16 for v in load_file(str(tmp_path / "b" / "model.safetensors")).values())
+    half, cfg16 = load_checkpoint(tmp_path / "b")
+    assert cfg16.weights_dtype == "float16"
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), half(x), atol=1e-2, rtol=1e-2)
+    update_config(tmp_path / "b", threshold=0.7)
+    assert read_config(tmp_path / "b").threshold == 0.7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no temp dirs left
+
+
+def test_save_over_existing_checkpoint_is_atomic(tmp_path, monkeypatch):
+    from mpft import checkpoint as ck
+
+    src = make_tiny_checkpoint(tmp_path / "a")
+    model, cfg = load_checkpoint(src)
+    before = (src / "model.safetensors").read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck, "save_file", boom)
+    with pytest.raises(OSError):
+        ck.save_checkpoint(src, model, cfg)
+    assert (src / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
