@@ -45,6 +45,8 @@ from mpft.tam import MaskConfig
 log = logging.getLogger(__name__)
 
 RESUME_NAME = "resume.pt"
+BLOCK_LR = 2e-5
+LORA_LR = 5e-4
 
 
 @dataclass
@@ -65,7 +67,9 @@ class TrainConfig:
     epochs: int = 2
     batch_size: int = 16
     lr_head: float = 1e-3
-    lr_backbone: float = 2e-5
+    # None: 2e-5 for tuned blocks (last-k, full); 5e-4 for LoRA adapters, which start at zero and
+    # barely moved at 2e-5 (loss 0.64 after 3 epochs, runs/default.log in docs/benchmarks.md)
+    lr_backbone: float | None = None
     weight_decay: float = 0.01
     warmup: float = 0.1
     clip_grad: float = 1.0
@@ -76,6 +80,8 @@ class TrainConfig:
     command: str | None = None
 
     def __post_init__(self) -> None:
+        if self.lr_backbone is None:
+            self.lr_backbone = LORA_LR if self.tune.strategy == "lora" else BLOCK_LR
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:

@@ -166,3 +166,11 @@ def test_caller_encoder_is_not_modified(genimage_tree, tmp_path):
     assert set(after) == set(before)
     for k in before:
         assert torch.equal(before[k], after[k])
+
+
+def test_learning_rate_defaults_depend_on_what_trains(tmp_path):
+    from mpft.train import BLOCK_LR, LORA_LR
+
+    assert _cfg(tmp_path, tmp_path).lr_backbone == BLOCK_LR
+    assert _cfg(tmp_path, tmp_path, tune=TuneConfig("lora")).lr_backbone == LORA_LR
+    assert _cfg(tmp_path, tmp_path, tune=TuneConfig("lora"), lr_backbone=1e-3).lr_backbone == 1e-3

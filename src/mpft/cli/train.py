@@ -49,7 +49,9 @@ def train_cmd(
     epochs: int = typer.Option(2, help="Training epochs."),
     batch_size: int = typer.Option(16, help="Global batch size (split across torchrun processes)."),
     lr_head: float = typer.Option(1e-3, help="Learning rate of the head."),
-    lr_backbone: float = typer.Option(2e-5, help="Learning rate of the tuned backbone tensors."),
+    lr_backbone: float = typer.Option(
+        None, help="Learning rate of the tuned backbone tensors (default 2e-5 for blocks, 5e-4 for LoRA adapters)."
+    ),
     weight_decay: float = typer.Option(0.01, help="AdamW weight decay (not on biases and norms)."),
     warmup: float = typer.Option(0.1, help="Warm-up fraction of the steps before the cosine decay."),
     clip_grad: float = typer.Option(1.0, help="Gradient-norm clipping (0 disables)."),
