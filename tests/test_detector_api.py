@@ -126,12 +126,11 @@ def test_verdict_and_band(det):
         d.threshold, d.uncertain_band = old
 
 
-def test_load_none_without_shipped_detector():
+def test_load_none_without_shipped_detector(tmp_path, monkeypatch):
     from mpft import Detector
-    from mpft.detectors import DEFAULT_DETECTOR_DIR
+    from mpft import detector as detector_mod
 
-    if (DEFAULT_DETECTOR_DIR / "config.json").exists():
-        pytest.skip("a default detector is shipped")
+    monkeypatch.setattr(detector_mod, "DEFAULT_DETECTOR_DIR", tmp_path / "missing-default")
     with pytest.raises(CheckpointError) as exc_info:
         Detector.load(None)
     msg = str(exc_info.value)
@@ -283,3 +282,20 @@ def test_exif_orientation_applied(det, tmp_path):
     assert res.ok and "EXIF orientation applied" in res.notes
     assert res.probability == pytest.approx(prob(det, upright), abs=1e-6)
     assert abs(res.probability - prob(det, stored)) > 1e-5
+
+
+@pytest.mark.slow
+def test_shipped_default_detector_loads_and_scores(tmp_path):
+    """The committed default detector loads on the real B/16 and keeps the threshold it was calibrated with."""
+    import json
+
+    from mpft import Detector
+    from mpft.detectors import DEFAULT_DETECTOR_DIR
+
+    cfg = json.loads((DEFAULT_DETECTOR_DIR / "config.json").read_text())
+    assert (DEFAULT_DETECTOR_DIR / "model.safetensors").stat().st_size < 10_000_000
+    det = Detector.load()
+    assert det.threshold == cfg["threshold"] and "calibrated" in cfg["thresholds"]
+    Image.fromarray(noise(300, 260)).save(tmp_path / "n.png")
+    (r,) = det.predict(tmp_path / "n.png")
+    assert r.ok and 0.0 <= r.probability <= 1.0 and r.model_id.startswith("mpft-default-lora")

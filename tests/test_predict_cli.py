@@ -268,11 +268,10 @@ def test_exit_5_bad_checkpoint(capsys, tree, tmp_path):
     assert code == 5 and out == "" and "config.json" in err
 
 
-def test_exit_5_default_model_missing(capsys, tree):
-    from mpft.detectors import DEFAULT_DETECTOR_DIR
+def test_exit_5_default_model_missing(capsys, tree, tmp_path, monkeypatch):
+    from mpft import detector as detector_mod
 
-    if (DEFAULT_DETECTOR_DIR / "config.json").exists():
-        pytest.skip("a default detector is shipped")
+    monkeypatch.setattr(detector_mod, "DEFAULT_DETECTOR_DIR", tmp_path / "missing-default")
     code, out, err = run(capsys, tree / "a.png")
     assert code == 5 and out == "" and "--model" in err
 

@@ -39,7 +39,7 @@ def train_cmd(
     layers: int = typer.Option(4, help="K for --tune last-k: how many final blocks train."),
     lora_rank: int = typer.Option(8, help="LoRA rank for --tune lora."),
     mask: str = typer.Option("tam", help="Patch masking during training: tam, random, inverse, none."),
-    mask_ratio: float = typer.Option(0.5, help="rho: fraction of patches masked."),
+    mask_ratio: float = typer.Option(0.25, help="rho: fraction of patches masked (0.25: see docs/benchmarks.md)."),
     texture: str = typer.Option(
         "gradient", help="Texture measure for TAM: gradient, variance, laplacian, diff."
     ),
