@@ -67,9 +67,10 @@ def seed_summary(rows: list[dict]) -> list[str]:
         if r["run"]["shots"] == 256 and r["run"]["group"] in ("main", "seeds"):
             by[label(r["run"])].append(r)
     out = ["### Main comparison, mean ± std over seeds (256 shots)", "",
-           "| configuration | seeds | ID acc | ID AUC | OOD recall @5% FPR | OOD test FPR |", "|---|---|---|---|---|---|"]
+           "| configuration | seeds | ID acc | ID AUC | OOD recall @5% FPR | OOD test FPR |",
+           "|---|---|---|---|---|---|"]
     for name, rs in by.items():
-        def ms(f):
+        def ms(f, rs=rs):
             v = np.array([f(r) for r in rs]) * 100
             return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v.mean():.1f}"
 
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     if frozen.is_file():
         f = json.loads(frozen.read_text())
         lines += ["### Claim (a): frozen CLIP ViT-B/16 features", "",
-                  "| set | silhouette (real vs generated, cosine) | linear probe acc (5-fold CV) | n |", "|---|---|---|---|"]
+                  "| set | silhouette (real vs generated, cosine) | linear probe acc (5-fold CV) | n |",
+                  "|---|---|---|---|"]
         for k, name in (("id", "CIFAKE val (SD1.4 vs CIFAR-10)"), ("ood", "comfyui_t2i vs ImageNet (normalised)")):
             lines.append(f"| {name} | {f[k]['silhouette_real_vs_fake']:.3f} | {100 * f[k]['probe_acc_5fold']:.1f} "
                          f"± {100 * f[k]['probe_acc_std']:.1f} | {f[k]['n']} |")
