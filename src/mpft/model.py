@@ -10,13 +10,14 @@ Tuning strategies decide which tensors train (and therefore which a checkpoint s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from mpft import tam
 from mpft.backbones.encoder import ClipEncoder
+from mpft.config import from_dict
 from mpft.errors import ConfigError
 
 TUNE_STRATEGIES = ("linear", "last-k", "lora", "full")
@@ -43,10 +44,7 @@ class TuneConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TuneConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown tuning settings {sorted(unknown)}")
-        return cls(**d)
+        return from_dict(cls, d, "tuning settings")
 
 
 class DetectorModel(nn.Module):

@@ -7,11 +7,12 @@ Pure tensor functions, no I/O. Patches are numbered row-major on the backbone's 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
+from mpft.config import from_dict
 from mpft.errors import ConfigError
 
 TEXTURE_METHODS = ("gradient", "variance", "laplacian", "diff")
@@ -53,10 +54,7 @@ class MaskConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> MaskConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown mask settings {sorted(unknown)}")
-        return cls(**d)
+        return from_dict(cls, d, "mask settings")
 
 
 def unnormalize(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
+from mpft.config import from_dict
 from mpft.errors import ConfigError
 
 __all__ = [
@@ -45,15 +46,6 @@ PRESETS: dict[str, tuple[str, ...]] = {
 # Above this downscale factor Pillow first reduces by an integer box filter: much faster,
 # visually identical to a plain bicubic at that ratio.
 _REDUCING_GAP = 3.0
-
-
-def _from_dict(cls, data: dict, what: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{what}: unknown keys {unknown}; valid keys: {sorted(known)}")
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**converted)
 
 
 @dataclass
@@ -91,7 +83,7 @@ class PreprocessPolicy:
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessPolicy:
         """Inverse of :meth:`to_dict`. Raises ConfigError on unknown keys or bad values."""
-        return _from_dict(cls, data, "preprocess policy")
+        return from_dict(cls, data, "preprocess policy")
 
 
 @dataclass
@@ -134,7 +126,7 @@ class Augment:
     @classmethod
     def from_dict(cls, data: dict) -> Augment:
         """Inverse of :meth:`to_dict`. Raises ConfigError on unknown keys or bad values."""
-        return _from_dict(cls, data, "augment")
+        return from_dict(cls, data, "augment")
 
 
 def _encode_roundtrip(img: Image.Image, fmt: str, quality: int | None = None) -> Image.Image:

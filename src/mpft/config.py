@@ -1,0 +1,19 @@
+"""Settings dataclasses <-> plain dicts (config.json), with one error message for unknown keys."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, TypeVar
+
+from mpft.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
+    """Build ``cls`` from a dict read from JSON: unknown keys are a ConfigError, lists become tuples."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{what}: unknown keys {unknown}; valid keys: {sorted(known)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
