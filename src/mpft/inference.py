@@ -45,8 +45,7 @@ def score_dataset(
     n = len(dataset)
     scores = np.full(n, np.nan, dtype=np.float64)
     errors: dict[int, str] = {}
-    sampler = indices if indices is not None else None
-    loader = make_loader(dataset, batch_size, shuffle=False, workers=workers, seed=0, sampler=sampler)
+    loader = make_loader(dataset, batch_size, shuffle=False, workers=workers, seed=0, sampler=indices)
     total = len(indices) if indices is not None else n
     bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False, dynamic_ncols=True)
     gen = torch.Generator().manual_seed(0)

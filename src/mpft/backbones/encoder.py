@@ -120,9 +120,6 @@ class ClipEncoder(nn.Module):
         """Parameters of transformer block ``index`` (negative counts from the end)."""
         return list(self._layers[index].parameters())
 
-    def block_modules(self) -> list[nn.Module]:
-        return list(self._layers)
-
     def head_side_parameters(self) -> list[nn.Parameter]:
         """Post-LayerNorm and projection: what sits between the last block and a detector head."""
         params = list(self._post_ln.parameters())
