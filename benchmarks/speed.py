@@ -1,4 +1,4 @@
-"""CPU speed, memory and int8 accuracy of mpft against its targets (issue 7).
+"""CPU speed, memory and reduced-precision (bf16, int8) accuracy of mpft against its targets (issue 7).
 
 Measures, prints and saves to JSON (``--json PATH``) one entry per configuration, written as
 soon as that configuration finishes; a rerun skips the entries already there (same settings,
@@ -10,13 +10,14 @@ Sections (``--only a,b`` / ``--skip a,b``):
 - ``roofline``: fp32 matmul GFLOP/s of this machine (large square torch.mm, best of several),
   and analytic FLOPs per image of each backbone;
 - ``forward``: images/s of the detector forward alone (uint8 batch in, probabilities out) at
-  batch 1/8/32, fp32 and int8, for the main backbone (B/16) and the large one (L/14);
+  batch 1/8/32, fp32, bf16 and int8, for the main backbone (B/16) and the large one (L/14);
 - ``e2e``: images/s of ``Detector.predict_iter`` (what ``mpft predict`` runs: decode +
   preprocess in worker processes + forward) on real JPEGs (ImageNet ~500x375, resize policy)
   and on CIFAKE 32x32;
 - ``peer``: the plain pipeline most CLIP detectors use (PIL + numpy CLIP transform,
   transformers CLIPVisionModelWithProjection fp32, one image at a time, no workers);
-- ``int8``: max |p_int8 - p_fp32| on real images, and AUC of both on ``--auc-data``;
+- ``accuracy``: for bf16 and int8, max |p - p_fp32| on real images, and the AUC change on
+  ``--auc-data``: the gate a reduced precision must pass to count for the peer target;
 - ``train``: training step time with TAM drop / fill / no masking (last-k K=4 and full);
 - ``memory``: peak RSS of ``mpft predict`` and of a few last-k training steps (subprocesses);
 - ``paths``: optional speed paths (inference_mode, bf16 autocast, channels-last, torch.compile,
@@ -63,7 +64,10 @@ SHARED = REPO.parent / "shared" / "data"
 DEFAULT_NATURE = SHARED / "imagenet_samples" / "nature"
 DEFAULT_CIFAKE = SHARED / "cifake_sd14" / "val"
 SCHEMA = 1
-SECTIONS = ("roofline", "forward", "e2e", "peer", "int8", "train", "memory", "paths", "decode")
+SECTIONS = ("roofline", "forward", "e2e", "peer", "accuracy", "train", "memory", "paths", "decode")
+PRECISIONS = ("fp32", "bf16", "int8")
+#: reduced precisions: each counts for the peer target only if it passes the accuracy gate
+REDUCED = ("bf16", "int8")
 GB = 1e9
 
 # target id -> (description, comparison, threshold)
@@ -73,6 +77,8 @@ TARGETS: dict[str, tuple[str, str, float]] = {
     "peer_ratio": ("our end-to-end images/s / the peer pipeline's (best kept precision)", ">=", 1.5),
     "int8_agreement": ("int8 vs fp32: max |probability difference| on real images", "<", 0.01),
     "int8_auc": ("int8 vs fp32: |AUC difference| on --auc-data", "<", 0.005),
+    "bf16_agreement": ("bf16 vs fp32: max |probability difference| on real images", "<", 0.01),
+    "bf16_auc": ("bf16 vs fp32: |AUC difference| on --auc-data", "<", 0.005),
     "tam_drop_speedup": ("training step time, TAM drop rho=0.5 / no masking (each strategy)", "<=", 0.6),
     "memory_predict": ("peak RSS of mpft predict (GB, 1e9 bytes)", "<=", 1.5),
     "memory_train": ("peak RSS of last-k training at batch 16 (GB, 1e9 bytes)", "<=", 6.0),
@@ -476,7 +482,8 @@ def measure_agreement(det_fp, det_q, paths: list[Path]) -> dict:
             "verdict_flips_at_0.5": int(((p_fp[ok] >= 0.5) != (p_q[ok] >= 0.5)).sum())}
 
 
-def measure_auc(ckpt: Path, data: Path, limit: int, workers: int) -> dict:
+def measure_auc(ckpt: Path, data: Path, limit: int, workers: int, precision: str) -> dict:
+    """AUC of fp32 and of ``precision`` on the same images (one process, one sample)."""
     from sklearn.metrics import roc_auc_score
 
     from mpft.checkpoint import load_checkpoint
@@ -485,20 +492,21 @@ def measure_auc(ckpt: Path, data: Path, limit: int, workers: int) -> dict:
     from mpft.data.transforms import PreprocessPolicy
     from mpft.evaluate.runner import resolve_eval_data
     from mpft.inference import score_dataset
-    from mpft.quantize import quantize_int8
+    from mpft.precision import apply_precision
 
     samples = limit_per_class(resolve_eval_data([data]).samples, limit, 0)
     labels = np.array([s.label for s in samples])
     out: dict = {"images": len(samples)}
     model, cfg = load_checkpoint(ckpt)
     ds = ImageDataset(samples, PreprocessPolicy.from_dict(cfg.preprocess), train=False)
-    for precision in ("fp32", "int8"):
-        if precision == "int8":
-            model = quantize_int8(model, inplace=True)
+    for p in ("fp32", precision):
+        if p != "fp32":
+            model = apply_precision(model, p, inplace=True)
         scores, _ = score_dataset(model, ds, batch_size=32, workers=workers, device=torch.device("cpu"))
         ok = ~np.isnan(scores)
-        out[f"auc_{precision}"] = float(roc_auc_score(labels[ok], scores[ok]))
-    out["auc_diff"] = abs(out["auc_int8"] - out["auc_fp32"])
+        out[f"auc_{p}"] = float(roc_auc_score(labels[ok], scores[ok]))
+    out["auc_reduced"] = out[f"auc_{precision}"]
+    out["auc_diff"] = abs(out["auc_reduced"] - out["auc_fp32"])
     return out
 
 
@@ -587,7 +595,7 @@ def decode_times(paths: list[Path], size: int, *, draft: bool) -> dict:
 
 def speed_paths(det, batch: int, iters: int, *, try_compile: bool) -> dict[str, Callable[[], dict]]:
     """name -> measurement; each returns images/s and max |dp| against the baseline's probabilities."""
-    from mpft.quantize import merge_lora
+    from mpft.precision import merge_lora
 
     g = torch.Generator().manual_seed(123)
     s = det.policy.size
@@ -697,7 +705,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", type=Path, default=None, help="A trained checkpoint to measure instead of the "
                     "fitted-head detector.")
     ap.add_argument("--strategy", default="lora", help="Tuning strategy of the built detector (no --model).")
-    ap.add_argument("--auc-data", type=Path, default=None, help="Labelled data for the int8 AUC check.")
+    ap.add_argument("--auc-data", type=Path, default=None, help="Labelled data for the bf16 / int8 AUC check.")
     ap.add_argument("--auc-limit", type=int, default=200, help="Images per class for the AUC check.")
     ap.add_argument("--images", type=Path, default=DEFAULT_NATURE, help="Real photos (~500x375 JPEG).")
     ap.add_argument("--cifake", type=Path, default=DEFAULT_CIFAKE, help="CIFAKE 32x32 images.")
@@ -799,7 +807,7 @@ def run_sections(args, plan: Plan, store: Store, sections: list[str], scratch: P
     if "forward" in sections:
         print("\n[forward alone: uint8 batch -> probabilities]")
         f_main = spec_flops(plan.backbone)["total"]
-        for precision in ("fp32", "int8"):
+        for precision in PRECISIONS:
             for b in plan.batches:
                 params = {**mode, "model": model_id, "batch": b, "iters": plan.fwd_iters[b], "warmup": plan.warmup}
                 store.run(f"forward/main/{precision}/b{b}", params,
@@ -809,7 +817,7 @@ def run_sections(args, plan: Plan, store: Store, sections: list[str], scratch: P
         # the large backbone, forward only: a plain detector on it, no fitted head needed
         f_large = spec_flops(plan.large)["total"]
         large_ckpt = scratch / "large"
-        for precision in ("fp32", "int8"):
+        for precision in PRECISIONS:
             for b in plan.batches:
                 params = {**mode, "spec": plan.large, "batch": b, "iters": plan.large_iters[b], "warmup": plan.warmup}
                 key = f"forward/large/{precision}/b{b}"
@@ -825,7 +833,7 @@ def run_sections(args, plan: Plan, store: Store, sections: list[str], scratch: P
     if "e2e" in sections:
         print(f"\n[end to end: Detector.predict_iter, {args.workers} worker(s) unless noted]")
         for name, (paths, src, resize) in datasets.items():
-            for precision in ("fp32", "int8"):
+            for precision in PRECISIONS:
                 for b in plan.batches:
                     sweep = name == "nature" and precision == "fp32" and b == max(plan.batches)
                     for w in sorted({args.workers, 0, 2} if sweep else {args.workers}):
@@ -844,22 +852,24 @@ def run_sections(args, plan: Plan, store: Store, sections: list[str], scratch: P
             store.run(f"peer/{name}", params, lambda paths=paths: measure_peer(plan.backbone, paths[: plan.n_peer]),
                       _fmt_ips)
 
-    if "int8" in sections:
-        print("\n[int8 accuracy]")
-        params = {**mode, "model": model_id, "source": nature_src, "images": plan.n_agree}
-        store.run("int8/agreement", params,
-                  lambda: measure_agreement(dets.get(checkpoint(), "fp32"), dets.get(checkpoint(), "int8"),
-                                            nature[: plan.n_agree]),
-                  lambda r: f"max |dp| {r['max_abs_diff']:.5f} (mean {r['mean_abs_diff']:.5f}, p std "
-                            f"{r['prob_std_fp32']:.3f}, {r['verdict_flips_at_0.5']} flips)")
-        dets.drop()
-        if args.model is not None and args.auc_data is not None:
-            params = {**mode, "model": model_id, "data": str(args.auc_data), "limit": args.auc_limit}
-            store.run("int8/auc", params, lambda: measure_auc(args.model, args.auc_data, args.auc_limit, args.workers),
-                      lambda r: f"AUC fp32 {r['auc_fp32']:.4f} int8 {r['auc_int8']:.4f} (|diff| "
-                                f"{r['auc_diff']:.4f}, {r['images']} images)")
-        else:
-            print("  int8/auc: not measured (needs --model and --auc-data)")
+    if "accuracy" in sections:
+        print("\n[reduced precisions: agreement with fp32, AUC change]")
+        for precision in REDUCED:
+            params = {**mode, "model": model_id, "source": nature_src, "images": plan.n_agree}
+            store.run(f"{precision}/agreement", params,
+                      lambda p=precision: measure_agreement(dets.get(checkpoint(), "fp32"), dets.get(checkpoint(), p),
+                                                            nature[: plan.n_agree]),
+                      lambda r: f"max |dp| {r['max_abs_diff']:.5f} (mean {r['mean_abs_diff']:.5f}, p std "
+                                f"{r['prob_std_fp32']:.3f}, {r['verdict_flips_at_0.5']} flips)")
+            dets.drop()
+            if args.model is not None and args.auc_data is not None:
+                params = {**mode, "model": model_id, "data": str(args.auc_data), "limit": args.auc_limit}
+                store.run(f"{precision}/auc", params,
+                          lambda p=precision: measure_auc(args.model, args.auc_data, args.auc_limit, args.workers, p),
+                          lambda r: f"AUC fp32 {r['auc_fp32']:.4f} reduced {r['auc_reduced']:.4f} (|diff| "
+                                    f"{r['auc_diff']:.4f}, {r['images']} images)")
+            else:
+                print(f"  {precision}/auc: not measured (needs --model and --auc-data)")
 
     if "train" in sections:
         print(f"\n[training step: {plan.train_backbone}, batch {plan.train_batch}, TAM rho 0.5]")
@@ -883,7 +893,7 @@ def run_sections(args, plan: Plan, store: Store, sections: list[str], scratch: P
         for i, p in enumerate(nature[: plan.mem_images]):
             (folder / f"{i:04d}{p.suffix}").symlink_to(p.resolve())
         jobs: list[tuple[str, dict, list[str]]] = []
-        for precision in ("fp32", "int8"):
+        for precision in PRECISIONS:
             jobs.append((f"memory/predict/{precision}", {**mode, "model": model_id, "images": plan.mem_images},
                          ["-m", "mpft", "predict", str(folder), "--model", "CKPT", "--format", "jsonl",
                           "--device", "cpu", "--precision", precision]))
@@ -976,17 +986,22 @@ def judge(store: Store, plan: Plan) -> dict:
     put("forward_roofline", f32.get("roofline_fraction") if f32 else None,
         f"{f32['gflops_achieved']:.1f} GFLOP/s achieved" if f32 else "")
 
-    agree = ok("int8/agreement")
-    auc = ok("int8/auc")
-    put("int8_agreement", agree["max_abs_diff"] if agree else None,
-        f"{agree['images']} images" if agree else "")
-    put("int8_auc", auc["auc_diff"] if auc else None,
-        f"fp32 {auc['auc_fp32']:.4f} int8 {auc['auc_int8']:.4f}" if auc else "needs --model and --auc-data")
-    int8_kept = out["int8_agreement"]["status"] == "PASS" and out["int8_auc"]["status"] != "FAIL"
+    kept = []
+    for precision in REDUCED:
+        agree = ok(f"{precision}/agreement")
+        auc = ok(f"{precision}/auc")
+        put(f"{precision}_agreement", agree["max_abs_diff"] if agree else None,
+            f"{agree['images']} images" if agree else "")
+        put(f"{precision}_auc", auc["auc_diff"] if auc else None,
+            f"fp32 {auc['auc_fp32']:.4f} {precision} {auc['auc_reduced']:.4f}" if auc
+            else "needs --model and --auc-data")
+        # the AUC check needs a trained detector; without one, agreement alone decides (stated in the note)
+        if out[f"{precision}_agreement"]["status"] == "PASS" and out[f"{precision}_auc"]["status"] != "FAIL":
+            kept.append(precision)
 
     ratios, peer_ratios, details = [], [], []
     for ds in ("nature", "cifake"):
-        for precision in ("fp32", "int8"):
+        for precision in PRECISIONS:
             fwd = ok(f"forward/main/{precision}/b{bmax}")
             e2e = [r for k, r in R.items() if k.startswith(f"e2e/{ds}/{precision}/b{bmax}/") and ok(k)]
             if fwd and e2e:
@@ -995,14 +1010,15 @@ def judge(store: Store, plan: Plan) -> dict:
                 details.append(f"{ds}/{precision} {ratios[-1]:.2f} (w{best['params']['workers']})")
         peer = ok(f"peer/{ds}")
         cands = [r for k, r in R.items() if k.startswith(f"e2e/{ds}/") and ok(k)
-                 and (int8_kept or "/int8/" not in k)]
+                 and k.split("/")[2] in ("fp32", *kept)]
         if peer and cands:
             best = max(r["images_per_s"] for r in cands)
             peer_ratios.append((ds, best / peer["images_per_s"]))
     put("e2e_vs_forward", min(ratios) if ratios else None, "; ".join(details), "worst of datasets x precisions")
     put("peer_ratio", min(r for _, r in peer_ratios) if peer_ratios else None,
         "; ".join(f"{ds} x{r:.2f}" for ds, r in peer_ratios),
-        "int8 counted" if int8_kept else "fp32 only (int8 not kept: accuracy gate failed or not measured)")
+        f"fp32 and {', '.join(kept)} (passed the accuracy gate)" if kept
+        else "fp32 only (no reduced precision passed the accuracy gate, or it was not measured)")
 
     drops = []
     for strategy in ("last-k", "full"):
@@ -1012,7 +1028,7 @@ def judge(store: Store, plan: Plan) -> dict:
     put("tam_drop_speedup", max(r for _, r in drops) if drops else None,
         "; ".join(f"{s} {r:.2f}" for s, r in drops), "worst strategy")
 
-    mp = [ok(f"memory/predict/{p}") for p in ("fp32", "int8")]
+    mp = [ok(f"memory/predict/{p}") for p in PRECISIONS]
     mp = [m for m in mp if m]
     put("memory_predict", min(m["peak_gb"] for m in mp) if mp else None,
         "; ".join(f"{k.split('/')[-1]} {R[k]['peak_gb']:.2f}" for k in R if k.startswith("memory/predict/") and ok(k)),
@@ -1022,7 +1038,7 @@ def judge(store: Store, plan: Plan) -> dict:
     if plan.mode == "quick":
         for t in out.values():
             t["note"] = (t["note"] + "; " if t["note"] else "") + "quick mode: tiny model, not a result"
-    out["_int8_kept"] = {"value": int8_kept}
+    out["_precisions_kept"] = {"value": kept}
     out["_paths_kept"] = {"value": sorted(k.split("/", 1)[1] for k in R if k.startswith("paths/") and ok(k)
                                           and path_kept(R[k]))}
     return out
@@ -1038,7 +1054,8 @@ def print_targets(targets: dict) -> None:
         print(f"  {t['status']:<4}  {tid:<18} {vs:>9} (target {t['target']})  {t['detail']}"
               + (f"  [{t['note']}]" if t["note"] else ""))
     kept = targets["_paths_kept"]["value"] or "none"
-    print(f"  int8 kept: {targets['_int8_kept']['value']}; speed paths kept: {kept}")
+    precisions = ", ".join(targets["_precisions_kept"]["value"]) or "none"
+    print(f"  reduced precisions kept: {precisions}; speed paths kept: {kept}")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ def first_run(tmp_path_factory):
 EXPECTED_PREFIXES = (
     "roofline/matmul", "flops/", "forward/main/fp32/b32", "forward/main/int8/b1", "forward/large/fp32/b8",
     "e2e/nature/fp32/b32/w0", "e2e/cifake/int8/b8/w1", "peer/nature", "peer/cifake", "int8/agreement",
+    "bf16/agreement", "forward/main/bf16/b8", "e2e/nature/bf16/b1/w1", "memory/predict/bf16",
     "train/last-k/drop", "train/full/fill", "memory/predict/fp32", "memory/predict/int8", "memory/train/last-k",
     "paths/baseline_inference_mode", "paths/bf16_autocast", "paths/torch_compile", "decode/nature/draft",
 )
@@ -83,6 +84,7 @@ def test_json_has_every_section_and_target(first_run):
     for key in (k for k in results if k.startswith(("forward/", "e2e/", "peer/"))):
         assert results[key]["images_per_s"] > 0, key
     assert 0 <= results["int8/agreement"]["max_abs_diff"] < 0.5
+    assert 0 < results["bf16/agreement"]["max_abs_diff"] < 0.5  # bf16 really ran: not bit-identical to fp32
     assert results["memory/predict/fp32"]["peak_gb"] > 0.05  # python + torch alone is more than 50 MB
     base = results["paths/baseline_inference_mode"]
     assert "speedup" not in base and "max_abs_diff" in results["paths/no_grad"]
@@ -93,7 +95,8 @@ def test_json_has_every_section_and_target(first_run):
     for tid in mod.TARGETS:
         assert targets[tid]["status"] in ("PASS", "FAIL", "SKIP"), tid
         assert "not a result" in targets[tid]["note"]
-    assert targets["int8_auc"]["status"] == "SKIP"  # no --model / --auc-data
+    assert targets["int8_auc"]["status"] == targets["bf16_auc"]["status"] == "SKIP"  # no --model / --auc-data
+    assert isinstance(targets["_precisions_kept"]["value"], list)
     assert targets["memory_predict"]["status"] == "PASS"
     for tid in mod.TARGETS:
         assert re.search(rf"(PASS|FAIL|SKIP)\s+{tid}\b", stdout), tid

@@ -21,8 +21,7 @@ from mpft.data.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from mpft.data.transforms import PreprocessPolicy, prepare, to_tensor
 from mpft.detectors import DEFAULT_DETECTOR_DIR
 from mpft.errors import CheckpointError, ConfigError, ImageDecodeError
-from mpft.inference import autocast_for
-from mpft.quantize import apply_precision, merge_lora, model_precision, precision_device
+from mpft.precision import apply_precision, autocast_for, merge_lora, model_precision, precision_device
 from mpft.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -119,7 +118,8 @@ class Detector:
     ) -> Detector:
         """Load a checkpoint directory; ``None`` loads the detector shipped with mpft.
 
-        ``precision``: "fp32" (as trained) or "int8" (CPU only, see :mod:`mpft.quantize`).
+        ``precision``: "fp32" (as trained), "bf16" (bf16 autocast) or "int8" (CPU only); see
+        :mod:`mpft.precision` and docs/performance.md for their speed and accuracy.
         """
         device = precision_device(precision, device)
         p = Path(path) if path is not None else DEFAULT_DETECTOR_DIR
@@ -151,7 +151,7 @@ class Detector:
     @torch.inference_mode()
     def score_tensors(self, pixels: torch.Tensor) -> np.ndarray:
         """pixels: (B, 3, S, S) uint8 or [0, 1] float -> (B,) P(generated)."""
-        with autocast_for(self.device):
+        with autocast_for(self.device, self.precision):
             logits = self.model(pixels.to(self.device))
         return torch.sigmoid(logits.float()).cpu().numpy()
 

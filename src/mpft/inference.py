@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -11,16 +10,10 @@ from tqdm import tqdm
 
 from mpft.data.dataset import ImageDataset, make_loader
 from mpft.model import DetectorModel
+from mpft.precision import autocast_for, model_precision
 from mpft.tam import MaskConfig
 
 log = logging.getLogger(__name__)
-
-
-def autocast_for(device: torch.device, enabled: bool = True):
-    """bf16 autocast on GPU; fp32 on CPU (bf16 on CPU is slower and less accurate here)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 @torch.inference_mode()
@@ -45,6 +38,7 @@ def score_dataset(
     n = len(dataset)
     scores = np.full(n, np.nan, dtype=np.float64)
     errors: dict[int, str] = {}
+    precision = model_precision(model)
     loader = make_loader(dataset, batch_size, shuffle=False, workers=workers, seed=0, sampler=indices)
     total = len(indices) if indices is not None else n
     bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False, dynamic_ncols=True)
@@ -53,7 +47,7 @@ def score_dataset(
         for idx, reason in batch.errors:
             errors[int(idx)] = reason
         if batch.pixels.shape[0]:
-            with autocast_for(device):
+            with autocast_for(device, precision):
                 logits = model(batch.pixels.to(device, non_blocking=True), mask, generator=gen)
             scores[batch.indices.numpy()] = torch.sigmoid(logits.float()).cpu().numpy()
         bar.update(batch.pixels.shape[0] + len(batch.errors))

@@ -37,8 +37,9 @@ from mpft.data.layouts import (
 from mpft.data.transforms import Augment, PreprocessPolicy
 from mpft.errors import ConfigError, DataError
 from mpft.fsutil import atomic_file
-from mpft.inference import autocast_for, score_dataset
+from mpft.inference import score_dataset
 from mpft.model import DetectorModel, TuneConfig
+from mpft.precision import autocast_for
 from mpft.runtime import DistInfo, init_distributed, local_device, resolve_device, seed_everything
 from mpft.tam import MaskConfig
 

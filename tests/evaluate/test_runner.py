@@ -314,3 +314,20 @@ def test_two_runs_identical_and_limit_is_seeded(
     assert counts == {"midjourney": {"real": 4, "fake": 4}, "sdv14": {"real": 4, "fake": 4}}
     assert docs[0]["meta"]["limit"] == 4
 
+
+
+def test_reduced_precisions_score_close_to_fp32(
+    eval_checkpoint: Path, ufd_tree: Path, shared_pool: tuple[Path, list[Path]]
+) -> None:
+    """--precision reaches the scoring loop: bf16 / int8 scores differ from fp32, but only slightly."""
+    real, fakes = shared_pool
+    ref = evaluate(eval_checkpoint, fakes, real=real, out=None, n_boot=0, device="cpu")
+    s_ref = np.array([r.score for r in ref.scores])
+    assert np.ptp(s_ref) > 0.05 and ref.meta.extra["precision"] == "fp32"
+    for precision in ("bf16", "int8"):
+        got = evaluate(eval_checkpoint, fakes, real=real, out=None, n_boot=0, device="cpu", precision=precision)
+        s = np.array([r.score for r in got.scores])
+        assert [r.path for r in got.scores] == [r.path for r in ref.scores]
+        assert not np.array_equal(s, s_ref), precision
+        assert np.max(np.abs(s - s_ref)) < 0.05, precision
+        assert got.meta.extra["precision"] == precision

@@ -52,7 +52,7 @@ from mpft.evaluate.report import (
 )
 from mpft.inference import score_dataset
 from mpft.model import DetectorModel
-from mpft.quantize import apply_precision, precision_device
+from mpft.precision import apply_precision, precision_device
 from mpft.runtime import DistInfo, init_distributed, local_device, resolve_device, seed_everything
 from mpft.tam import MASK_STRATEGIES, MaskConfig
 
@@ -398,7 +398,7 @@ def evaluate(
         n_boot: bootstrap resamples of the clean condition's AP/AUC intervals (0 skips them).
         sweep_n_boot: resamples for the perturbed and normalised conditions; default
             ``min(n_boot, DEFAULT_SWEEP_N_BOOT)``.
-        precision: "fp32", or "int8" (CPU only: :func:`mpft.quantize.quantize_int8`).
+        precision: "fp32", "bf16" (autocast) or "int8" (CPU only); see :mod:`mpft.precision`.
         encoder: an already-loaded backbone (skips loading it again).
         progress: progress bar on stderr; default when stderr is a terminal.
 
@@ -603,7 +603,7 @@ def _run(
             "perturbations": [p.name for p in perturbs],
             "normalize_format": normalize_format,
             "mask_at_inference": mask_cfg.to_dict() if mask_cfg is not None else None,
-            "precision": precision if precision != "fp32" else None,
+            "precision": precision,
             "n_boot": n_boot,
             "sweep_n_boot": sweep_n_boot if len(plans) > 1 else None,
             "counts": summarize(samples),

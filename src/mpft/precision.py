@@ -1,4 +1,11 @@
-"""Inference precision: fp32 as trained, or int8 weights for faster CPU inference.
+"""Inference precision: fp32 as trained, bf16 autocast, or int8 weights for faster CPU inference.
+
+``bf16`` keeps the fp32 weights and runs the forward under ``torch.autocast(dtype=bfloat16)``:
+matrix multiplications in bfloat16 (fp32 accumulation), LayerNorms, softmax and the residual
+stream in fp32. On CPUs with native bf16 instructions (AVX512_BF16 / AMX) it is ~1.8x faster
+than fp32 and scores move by a few 1e-3 (measured in docs/performance.md); on older CPUs
+oneDNN emulates it and it can be slower than fp32, which ``benchmarks/speed.py`` shows. On a
+GPU, ``fp32`` inference already runs in bf16 autocast (tensor cores), so ``bf16`` is the same there.
 
 ``int8`` is PyTorch dynamic quantization of the backbone's ``nn.Linear`` layers (attention
 q/k/v/out and MLP projections, which hold ~99% of a ViT's FLOPs): weights are stored as int8
@@ -7,10 +14,12 @@ the CPU only (fbgemm / x86 kernels). The patch-embedding convolution, LayerNorms
 detector head stay fp32: they are a negligible share of the work, and the head decides the
 score, so it keeps full precision.
 
-Activations are quantized with ``reduce_range`` (7-bit), which torch's dynamic Linear always
-asks for: on AVX2 CPUs without VNNI, fbgemm multiplies u8 x s8 pairs into int16
-accumulators (``vpmaddubsw``) that saturate with full 8-bit ranges; 7 bits avoid that. On
-VNNI / AVX-512 CPUs it costs a little accuracy and nothing else. Whether int8 is worth
+Activations are quantized with ``reduce_range`` (7-bit) unless the CPU has VNNI: without it,
+fbgemm multiplies u8 x s8 pairs into int16 accumulators (``vpmaddubsw``) that saturate with
+full 8-bit ranges, and 7 bits avoid that. With VNNI (``avx512_vnni`` / ``avx_vnni`` in the CPU
+flags) the products accumulate in int32, so the full 8-bit range is safe and halves the error
+(max |dp| 0.168 -> 0.070 on the default detector, docs/performance.md). Torch's dynamic Linear
+always asks for 7 bits; :class:`_DynamicLinear` passes the flag through. Whether int8 is worth
 using is measured, not assumed: ``benchmarks/speed.py`` compares speed, score agreement and
 AUC against fp32 (see docs/performance.md).
 
@@ -25,6 +34,7 @@ import copy
 import logging
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -35,6 +45,8 @@ from mpft.model import DetectorModel
 __all__ = [
     "PRECISIONS",
     "apply_precision",
+    "autocast_for",
+    "cpu_has_vnni",
     "check_precision",
     "merge_lora",
     "model_precision",
@@ -44,8 +56,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "int8")
-#: Attribute set on a model converted by :func:`quantize_int8` (read with :func:`model_precision`).
+PRECISIONS = ("fp32", "bf16", "int8")
+#: Attribute set on a model prepared by :func:`apply_precision` (read with :func:`model_precision`).
 _PRECISION_ATTR = "mpft_precision"
 
 
@@ -80,7 +92,7 @@ def precision_device(precision: str, device: str) -> str:
 
 
 def model_precision(model: nn.Module) -> str:
-    """``"int8"`` for a model returned by :func:`quantize_int8`, else ``"fp32"``."""
+    """The precision a model was prepared for by :func:`apply_precision` (``"fp32"`` if none)."""
     return str(getattr(model, _PRECISION_ATTR, "fp32"))
 
 
@@ -133,17 +145,57 @@ def merge_lora(model: DetectorModel, *, inplace: bool = False) -> DetectorModel:
     return model
 
 
-def quantize_int8(model: DetectorModel, *, inplace: bool = False) -> DetectorModel:
+def cpu_has_vnni() -> bool:
+    """Whether this CPU multiplies int8 pairs into int32 (AVX512-VNNI or AVX-VNNI); False if unknown.
+
+    Read from ``/proc/cpuinfo`` (Linux). Elsewhere the answer is False, which keeps int8 on the
+    safe 7-bit activation range.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    except OSError:
+        pass
+    return False
+
+
+def _dynamic_linear_class() -> type[nn.Module]:
+    """torch's dynamic int8 Linear, with the activation range (7 or 8 bits) chosen per layer."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    class _DynamicLinear(DynamicQuantizedLinear):
+        # torch's forward hard-codes reduce_range=True (7-bit activations), right for CPUs
+        # without VNNI and a needless loss of accuracy on the others
+        reduce_range: bool = True
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params,
+                                                   reduce_range=self.reduce_range)
+            return y.to(x.dtype)
+
+        def extra_repr(self) -> str:
+            return super().extra_repr() + f", reduce_range={self.reduce_range}"
+
+    return _DynamicLinear
+
+
+def quantize_int8(model: DetectorModel, *, inplace: bool = False, reduce_range: bool | None = None) -> DetectorModel:
     """Dynamic int8 quantization of the encoder's Linear layers (LoRA merged first); CPU only.
 
     Args:
         model: an fp32 detector (any tuning strategy), on the CPU.
         inplace: convert ``model`` itself (saves a copy's memory when loading for inference).
+        reduce_range: quantize activations to 7 bits instead of 8. ``None``: 7 bits unless
+            :func:`cpu_has_vnni` (8 bits would saturate int16 accumulators without VNNI).
 
     Returns:
         The converted model in eval mode, ``model_precision(result) == "int8"``. Its forward takes
-        the same inputs and gives (B,) logits close to the fp32 ones (typically a few 1e-3 in
-        probability on B/16; measured by benchmarks/speed.py).
+        the same inputs and gives (B,) logits close to the fp32 ones; how close depends on the
+        model (on the default detector, up to 0.07 in probability: int8 fails this project's
+        0.01 agreement gate, see docs/performance.md).
 
     Raises:
         ConfigError: the model has parameters outside the CPU.
@@ -153,6 +205,8 @@ def quantize_int8(model: DetectorModel, *, inplace: bool = False) -> DetectorMod
     devices = {p.device.type for p in model.parameters()}
     if devices - {"cpu"}:
         raise ConfigError(f"int8 quantization runs on the CPU only; the model is on {sorted(devices)}")
+    if reduce_range is None:
+        reduce_range = not cpu_has_vnni()
     model = merge_lora(model, inplace=inplace)
     model.eval()
     # torch.ao.quantization and quantized tensors are deprecated in favour of torchao (not
@@ -162,25 +216,48 @@ def quantize_int8(model: DetectorModel, *, inplace: bool = False) -> DetectorMod
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions", category=UserWarning)
-        from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
         from torch.ao.quantization import per_channel_dynamic_qconfig
+
+        linear_cls = _dynamic_linear_class()
 
         def to_int8(child: nn.Module) -> nn.Module | None:
             if type(child) is not nn.Linear:
                 return None
             child.qconfig = per_channel_dynamic_qconfig
-            return DynamicQuantizedLinear.from_float(child)
+            q = linear_cls.from_float(child)
+            q.reduce_range = bool(reduce_range)
+            return q
 
         n = _replace_modules(model.encoder, to_int8)
     if n == 0:
         raise ConfigError("int8 quantization found no Linear layer to convert in the encoder")
     setattr(model, _PRECISION_ATTR, "int8")
-    log.info("quantized %d Linear layers to int8 (dynamic, per-channel weights)", n)
+    log.info("quantized %d Linear layers to int8 (dynamic, per-channel weights, %d-bit activations)",
+             n, 7 if reduce_range else 8)
     return model
 
 
+def autocast_for(device: torch.device, precision: str = "fp32"):
+    """The autocast context a forward in ``precision`` runs under on ``device``.
+
+    GPU: bf16 autocast for fp32 and bf16 (tensor cores; the long-standing default). CPU: bf16
+    autocast only for ``bf16``: fp32 stays exact, and int8 layers take fp32 activations.
+    """
+    if device.type == "cuda" or (precision == "bf16" and device.type == "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def apply_precision(model: DetectorModel, precision: str, *, inplace: bool = True) -> DetectorModel:
-    """``model`` converted to ``precision`` ("fp32": unchanged; "int8": :func:`quantize_int8`)."""
-    if check_precision(precision) == "int8":
+    """``model`` prepared for inference in ``precision``.
+
+    "fp32": unchanged. "bf16": LoRA merged, weights unchanged, marked so that
+    :func:`autocast_for` runs it in bf16 autocast. "int8": :func:`quantize_int8`.
+    """
+    precision = check_precision(precision)
+    if precision == "int8":
         return quantize_int8(model, inplace=inplace)
+    if precision == "bf16":
+        model = merge_lora(model, inplace=inplace)
+        setattr(model, _PRECISION_ATTR, "bf16")
     return model

@@ -1,4 +1,5 @@
-"""int8 inference (``mpft.quantize``): LoRA merge, dynamic quantization, Detector/CLI plumbing.
+"""Inference precisions (``mpft.precision``): LoRA merge, int8 dynamic quantization, bf16 autocast,
+Detector/CLI plumbing.
 
 Tolerances. The random:tiny backbone is 32 wide with 4 blocks (24 quantized Linear layers).
 Dynamic int8 quantizes each Linear's input with one per-tensor scale over 7 bits
@@ -26,7 +27,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from mpft.checkpoint import load_checkpoint
 from mpft.cli import main
 from mpft.errors import ConfigError
-from mpft.quantize import (
+from mpft.precision import (
     PRECISIONS,
     apply_precision,
     check_precision,
@@ -100,7 +101,7 @@ def test_merge_lora_is_exact_and_removes_wrappers(lora_model, pixels):
 
 
 @torch.inference_mode()
-def test_quantize_int8_lora_close_to_fp32(lora_model, pixels):
+def test_precision_int8_lora_close_to_fp32(lora_model, pixels):
     ref = lora_model(pixels)
     q = quantize_int8(lora_model)
     assert model_precision(q) == "int8" and model_precision(lora_model) == "fp32"
@@ -117,7 +118,7 @@ def test_quantize_int8_lora_close_to_fp32(lora_model, pixels):
 
 
 @torch.inference_mode()
-def test_quantize_int8_other_strategies_and_shared_modules(tmp_path, pixels):
+def test_precision_int8_other_strategies_and_shared_modules(tmp_path, pixels):
     for strategy in ("linear", "last-k", "full"):
         model, _ = load_checkpoint(make_tiny_checkpoint(tmp_path / strategy, strategy=strategy))
         ref = model(pixels)
@@ -132,7 +133,9 @@ def test_quantize_int8_other_strategies_and_shared_modules(tmp_path, pixels):
 
 
 def test_precision_names_and_devices():
-    assert PRECISIONS == ("fp32", "int8")
+    assert PRECISIONS == ("fp32", "bf16", "int8")
+    assert check_precision("BF16") == "bf16"
+    assert precision_device("bf16", "auto") == "auto"  # bf16 runs on any device
     assert check_precision(" INT8 ") == "int8"
     with pytest.raises(ConfigError, match="precision"):
         check_precision("fp16")
@@ -207,3 +210,88 @@ def test_predict_cli_precision_int8(lora_ckpt, tmp_path, capsys):
                  "--device", "cuda"])
     _, err = capsys.readouterr()
     assert code == 2 and "CPU only" in err
+
+
+@torch.inference_mode()
+def test_int8_activation_range_flag(lora_model, pixels, monkeypatch):
+    """7-bit (reduce_range) vs 8-bit activations: the flag reaches every layer and changes the result."""
+    import mpft.precision as prec
+
+    ref = lora_model(pixels)
+    q7 = quantize_int8(lora_model, reduce_range=True)
+    q8 = quantize_int8(lora_model, reduce_range=False)
+    layers7 = [m for m in q7.encoder.modules() if isinstance(m, DynamicQuantizedLinear)]
+    assert layers7 and all(m.reduce_range for m in layers7)
+    assert all(not m.reduce_range for m in q8.encoder.modules() if isinstance(m, DynamicQuantizedLinear))
+    out7, out8 = q7(pixels), q8(pixels)
+    assert not torch.equal(out7, out8)
+    assert _rel(out7, ref) < REL_TOL
+    if prec.cpu_has_vnni():  # without VNNI, 8-bit products may saturate int16 accumulators
+        # one more bit of activation precision: about half the error (measured 0.5x on B/16)
+        assert _rel(out8, ref) < _rel(out7, ref)
+    # the default follows the CPU
+    monkeypatch.setattr(prec, "cpu_has_vnni", lambda: False)
+    assert all(m.reduce_range for m in quantize_int8(lora_model).encoder.modules()
+               if isinstance(m, DynamicQuantizedLinear))
+    monkeypatch.setattr(prec, "cpu_has_vnni", lambda: True)
+    assert not any(m.reduce_range for m in quantize_int8(lora_model).encoder.modules()
+                   if isinstance(m, DynamicQuantizedLinear))
+
+
+def test_cpu_has_vnni_reads_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    import mpft.precision as prec
+
+    assert isinstance(prec.cpu_has_vnni(), bool)
+    real_open = builtins.open
+
+    def fake(flags):
+        f = tmp_path / "cpuinfo"
+        f.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        return lambda path, *a, **k: real_open(f if path == "/proc/cpuinfo" else path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", fake("fpu avx2 avx512f avx512_vnni"))
+    assert prec.cpu_has_vnni() is True
+    monkeypatch.setattr(builtins, "open", fake("fpu avx2 avx512f"))
+    assert prec.cpu_has_vnni() is False
+
+
+@torch.inference_mode()
+def test_bf16_precision_merges_lora_and_runs_in_autocast(lora_model, pixels):
+    from mpft.precision import autocast_for
+
+    b = apply_precision(lora_model, "bf16", inplace=False)
+    assert model_precision(b) == "bf16" and model_precision(lora_model) == "fp32"
+    assert _lora_layers(b) == 0 and _lora_layers(lora_model) > 0
+    assert all(p.dtype == torch.float32 for p in b.parameters())  # weights stay fp32; autocast casts
+    cpu = torch.device("cpu")
+    with autocast_for(cpu, "bf16"):
+        out = b(pixels)
+    with autocast_for(cpu, "fp32"):
+        ref = lora_model(pixels)
+    assert not torch.is_autocast_enabled("cpu")
+    assert not torch.equal(out.float(), ref)  # bf16 matmuls really ran
+    assert _rel(out.float(), ref) < 0.05  # bf16 keeps 8 mantissa bits: ~1% per layer, fp32 residuals
+
+
+def test_detector_and_cli_bf16(lora_ckpt, tmp_path, capsys):
+    from mpft.detector import Detector
+
+    images = _write_images(tmp_path / "imgs")
+    fp = Detector.load(lora_ckpt, device="cpu")
+    b = Detector.load(lora_ckpt, device="cpu", precision="bf16")
+    assert b.precision == "bf16" and b.model_id == fp.model_id + "-bf16" and b.info()["precision"] == "bf16"
+    p_fp = np.array([p.probability for p in fp.predict(images)])
+    p_b = np.array([p.probability for p in b.predict(images)])
+    assert np.max(np.abs(p_b - p_fp)) < PROB_TOL and not np.array_equal(p_b, p_fp)
+
+    code = main(["predict", str(tmp_path / "imgs"), "--model", str(lora_ckpt), "--format", "jsonl",
+                 "--precision", "bf16"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == len(images) and all(r["model_id"].endswith("-bf16") for r in rows)
+    got = {Path(r["path"]).name: r["probability"] for r in rows}
+    ref = {Path(p.source).name: p.probability for p in b.predict(images)}
+    assert got.keys() == ref.keys() and all(abs(got[k] - ref[k]) < 1e-6 for k in got)  # the CLI ran bf16
