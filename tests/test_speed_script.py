@@ -109,7 +109,10 @@ def test_rerun_resumes_only_what_is_missing(first_run):
     del data["results"]["roofline/matmul"]  # as if the run had stopped before this one finished
     out.write_text(json.dumps(data))
     r = _run(*args)
-    assert _measured(r.stdout) == 1
+    # on failure, name what was measured again (a failed entry, changed params or fingerprint)
+    again = [ln.split()[0] for ln in r.stdout.splitlines()
+             if ln.startswith("  ") and "/" in ln.split()[0] and "(cached)" not in ln]
+    assert _measured(r.stdout) == 1, f"measured again: {again}\n{r.stdout[-3000:]}"
     assert "(cached)" in r.stdout
     after = json.loads(out.read_text())["results"]
     assert set(after) == set(before)

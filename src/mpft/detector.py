@@ -18,7 +18,7 @@ from PIL import Image
 
 from mpft.checkpoint import WEIGHTS_NAME, DetectorConfig, load_checkpoint
 from mpft.data.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
-from mpft.data.transforms import PreprocessPolicy, prepare, to_tensor
+from mpft.data.transforms import PreprocessPolicy, draft_side, prepare, to_tensor
 from mpft.detectors import DEFAULT_DETECTOR_DIR
 from mpft.errors import CheckpointError, ConfigError, ImageDecodeError
 from mpft.precision import apply_precision, autocast_for, merge_lora, model_precision, precision_device
@@ -71,7 +71,7 @@ class _DecodeDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         try:
-            dec = decode_image(self.items[i], max_pixels=self.max_pixels)
+            dec = decode_image(self.items[i], max_pixels=self.max_pixels, draft_min_side=draft_side(self.policy))
             return i, to_tensor(prepare(dec.image, self.policy, train=False)), None, dec.notes
         except ImageDecodeError as exc:
             return i, None, exc.reason, ()
@@ -157,7 +157,7 @@ class Detector:
 
     def prepare(self, image: ImageInput) -> tuple[DecodedImage, torch.Tensor]:
         """Decode one input and return it with its (3, S, S) uint8 model input."""
-        dec = decode_image(image, max_pixels=self.max_pixels)
+        dec = decode_image(image, max_pixels=self.max_pixels, draft_min_side=draft_side(self.policy))
         return dec, to_tensor(prepare(dec.image, self.policy, train=False))
 
     def predict_iter(

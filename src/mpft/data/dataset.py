@@ -22,6 +22,7 @@ from mpft.data.transforms import (
     Augment,
     Perturbation,
     PreprocessPolicy,
+    draft_side,
     parse_reencode,
     prepare,
     reencode,
@@ -65,6 +66,10 @@ class ImageDataset(Dataset):
         self.normalize_format = normalize_format
         self.seed = int(seed)
         self.max_pixels = max_pixels
+        # reduced-scale JPEG decoding only where the pixels are downscaled untouched: training
+        # augments and perturbations act on the full-size image
+        plain = not train and perturbation is None and normalize_format is None
+        self._draft = draft_side(policy) if plain else None
         # Shared memory so that set_epoch() reaches persistent DataLoader workers, which hold
         # their own copy of the dataset object.
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
@@ -84,7 +89,7 @@ class ImageDataset(Dataset):
         sample = self.samples[i]
         size = self.policy.size
         try:
-            img = decode_image(sample.path, max_pixels=self.max_pixels).image
+            img = decode_image(sample.path, max_pixels=self.max_pixels, draft_min_side=self._draft).image
             if self.normalize_format is not None:
                 img = reencode(img, self.normalize_format)
             if self.perturbation is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import threading
 import warnings
@@ -102,7 +103,10 @@ def is_image_file(path: str | os.PathLike) -> bool:
 
 
 def decode_image(
-    src: str | os.PathLike | bytes | Image.Image, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    src: str | os.PathLike | bytes | Image.Image,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_min_side: int | None = None,
 ) -> DecodedImage:
     """Decode an image file, bytes or PIL image into a fully loaded RGB image.
 
@@ -111,6 +115,11 @@ def decode_image(
         max_pixels: reject images with more than this many pixels, checked from the header
             before any pixel data is decoded. Pillow's own ``Image.MAX_IMAGE_PIXELS`` bomb
             guard also applies and is reported as the same error.
+        draft_min_side: JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale (PIL's draft
+            mode, several times faster on large photos) as long as the shorter side stays at
+            least this many pixels. For callers that downscale anyway (see
+            :func:`mpft.data.transforms.draft_side`); ``None`` decodes at full size. A reduced
+            decode adds a note; ``original_size`` stays the file's size.
 
     Returns:
         A :class:`DecodedImage` whose ``image`` has mode ``"RGB"``.
@@ -120,13 +129,13 @@ def decode_image(
     """
     if isinstance(src, Image.Image):
         source = str(getattr(src, "filename", "") or "<image>")
-        return _decode_opened(src, source, max_pixels)
+        return _decode_opened(src, source, max_pixels, draft_min_side)
     if isinstance(src, bytes | bytearray | memoryview):
         source = "<bytes>"
         if len(src) == 0:
             raise ImageDecodeError(source, "empty data (0 bytes)")
         fh: io.IOBase = io.BytesIO(bytes(src))
-        return _decode_stream(fh, source, max_pixels)
+        return _decode_stream(fh, source, max_pixels, draft_min_side)
     path = Path(src)
     source = str(path)
     try:
@@ -141,13 +150,13 @@ def decode_image(
         raise ImageDecodeError(source, "empty file (0 bytes)")
     try:
         with open(path, "rb") as fh:
-            return _decode_stream(fh, source, max_pixels)
+            return _decode_stream(fh, source, max_pixels, draft_min_side)
     except OSError as exc:
         # Only open() itself can get here; decoding errors are converted inside.
         raise ImageDecodeError(source, f"cannot read file: {exc.strerror or exc}") from None
 
 
-def _decode_stream(fh, source: str, max_pixels: int) -> DecodedImage:
+def _decode_stream(fh, source: str, max_pixels: int, draft_min_side: int | None = None) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -159,10 +168,10 @@ def _decode_stream(fh, source: str, max_pixels: int) -> DecodedImage:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(source, f"corrupt image header: {exc}") from None
     with im:
-        return _decode_opened(im, source, max_pixels)
+        return _decode_opened(im, source, max_pixels, draft_min_side)
 
 
-def _decode_opened(im: Image.Image, source: str, max_pixels: int) -> DecodedImage:
+def _decode_opened(im: Image.Image, source: str, max_pixels: int, draft_min_side: int | None = None) -> DecodedImage:
     width, height = im.size
     if width <= 0 or height <= 0:
         raise ImageDecodeError(source, f"zero-size image ({width}x{height})")
@@ -176,6 +185,8 @@ def _decode_opened(im: Image.Image, source: str, max_pixels: int) -> DecodedImag
         notes.append(f"animated: first of {n_frames} frames used")
     original_mode = im.mode
     fmt = im.format
+    if draft_min_side and fmt == "JPEG" and n_frames == 1 and min(width, height) >= 2 * draft_min_side:
+        _draft(im, draft_min_side, notes)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -205,6 +216,17 @@ def _decode_opened(im: Image.Image, source: str, max_pixels: int) -> DecodedImag
         original_size=(width, height),
         notes=tuple(notes),
     )
+
+
+def _draft(im: Image.Image, min_side: int, notes: list[str]) -> None:
+    """Ask libjpeg for the smallest 1/2^k scale whose shorter side is still >= ``min_side``."""
+    width, height = im.size
+    short = min(width, height)
+    # PIL picks the largest reduction whose result still covers the requested size
+    im.draft(im.mode, (math.ceil(width * min_side / short), math.ceil(height * min_side / short)))
+    if im.size != (width, height):
+        notes.append(f"JPEG decoded at reduced scale {width}x{height} -> {im.size[0]}x{im.size[1]} "
+                     f"(draft mode, before downscaling to the model input)")
 
 
 def _load_strict(im: Image.Image) -> None:
