@@ -74,3 +74,27 @@ def test_claims_report_tables_and_plots(tmp_path):
     for png in ("shots.png", "ood_recall.png", "mask_ratio.png"):
         assert (tmp_path / "doc" / png).stat().st_size > 1000
     assert len((tmp_path / "doc" / "results.csv").read_text().splitlines()) == len(recs) + 1
+
+
+def test_int8_variants_script_runs(tmp_path, tiny_checkpoint):
+    """benchmarks/int8_variants.py on the tiny detector: every variant row, fp32 exact, errors finite."""
+    import numpy as np
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photos / f"{i}.jpg")
+    mod = _load("int8_variants")
+    out = tmp_path / "v.json"
+    assert mod.main(["--model", str(tiny_checkpoint), "--images", str(photos), "--n", "4", "--n-calib", "2",
+                     "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {"fp32", "dynamic-7bit", "dynamic-8bit", "w8a8-per-token", "w8a8-smooth-0.5"} <= set(rows)
+    assert {f"dynamic-8bit-skip-{layer}" for layer in mod.LAYERS} <= set(rows)
+    assert rows["fp32"]["max_abs_dp"] == 0
+    for name, r in rows.items():
+        assert 0 <= r["max_abs_dp"] < 0.5 and r["images_per_s"] > 0, name
+    # the variants are really different computations
+    assert rows["dynamic-7bit"]["max_abs_dlogit"] != rows["dynamic-8bit"]["max_abs_dlogit"]
