@@ -76,7 +76,39 @@ def seed_summary(rows: list[dict]) -> list[str]:
 
         out.append(f"| {name} | {len(rs)} | {ms(lambda r: r['id']['acc'])} | {ms(lambda r: r['id']['auc'])} "
                    f"| {ms(lambda r: r['ood']['recall'])} | {ms(lambda r: r['ood']['fpr_test'])} |")
+    out += [""] + paired_differences(by)
     return out + [""]
+
+
+def paired_differences(by: dict[str, list[dict]], ref: str = "last-k K=4, tam rho=0.5") -> list[str]:
+    """TAM minus each other method, seed by seed (same training subset, same evaluation sets).
+
+    The seed picks the few-shot training subset (and head init, mask draws), which moves every
+    method's OOD recall together, so per-seed differences say more than the unpaired mean ± std.
+    """
+    if ref not in by:
+        return []
+    ref_by_seed = {r["run"]["seed"]: r for r in by[ref]}
+    seeds = sorted(ref_by_seed)
+    out = ["TAM (rho 0.5) minus each method, per seed, in percentage points (same seed = same training images):",
+           "", "| method | " + " | ".join(f"seed {s}: ID acc / OOD recall" for s in seeds) + " | TAM ahead OOD |",
+           "|---|" + "---|" * (len(seeds) + 1)]
+    for name, rs in by.items():
+        if name == ref:
+            continue
+        mine = {r["run"]["seed"]: r for r in rs}
+        cells, ahead, n = [], 0, 0
+        for s in seeds:
+            if s not in mine:
+                cells.append("-")
+                continue
+            d_id = 100 * (ref_by_seed[s]["id"]["acc"] - mine[s]["id"]["acc"])
+            d_ood = 100 * (ref_by_seed[s]["ood"]["recall"] - mine[s]["ood"]["recall"])
+            cells.append(f"{d_id:+.1f} / {d_ood:+.1f}")
+            ahead += d_ood > 0
+            n += 1
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {ahead} of {n} |")
+    return out
 
 
 def _fig(w=6.5, h=4.0):

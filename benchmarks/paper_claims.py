@@ -357,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             "run": run.__dict__,
             "epochs": args.epochs,
             "backbone": spec,
+            "lr": {"head": cfg.lr_head, "backbone": cfg.lr_backbone},
             "id": id_metrics(sets["id"], scores["id"]),
             "ood": ood_metrics(scores["calib_real"], sets["ood"], scores["ood"]),
             "train_seconds": round(train_s, 1),

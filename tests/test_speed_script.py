@@ -145,3 +145,17 @@ def test_vit_flops_formula_matches_counted_flops():
     assert counted == pytest.approx(analytic, rel=1e-3)
     b16 = mod.vit_flops(224, 16, 768, 12, 3072, 512)
     assert b16["total"] / 1e9 == pytest.approx(35.1, abs=0.1)  # ViT-B/16: the usual 17.6 GMACs
+
+
+def test_gpu_script_quick_runs_on_cpu(tmp_path):
+    """benchmarks/gpu_speed.py --quick: the script a GPU session would run works end to end (CPU smoke)."""
+    out = tmp_path / "gpu.json"
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_speed.py"), "--quick", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert r.stdout.startswith("device:") and data["cuda"] is False
+    assert data["forward"] and all(v > 0 for v in data["forward"].values())
+    for strategy in ("last-k", "full"):
+        t = data["train"][strategy]
+        assert t["none"] > 0 and t["drop"] > 0 and t["drop_over_none"] == pytest.approx(t["drop"] / t["none"])
