@@ -12,7 +12,7 @@ and images/s at batch 64 (one process, same inputs):
   (per-input-channel scales from activation maxima on calibration photos, folded into the
   weights), written here in plain torch (unfused, so slower than the kernels above).
 
-    python benchmarks/int8_variants.py --model src/mpft/detectors/default      # ~3 min on 2 cores
+    python benchmarks/int8_variants.py --model src/mpft/detectors/default      # ~12 min on 2 cores
 
 Figures go to stdout (and ``--json PATH``); docs/performance.md quotes them.
 """
