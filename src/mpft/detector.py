@@ -128,11 +128,12 @@ class Detector:
                 f"no default detector is installed at {p}; pass --model RUN_DIR/best (train one with `mpft train`)"
             )
         model, config = load_checkpoint(p, encoder=encoder)
-        # a caller's encoder may be shared by the loaded model (linear heads): never convert it in place
-        model = apply_precision(model, precision, inplace=encoder is None)
         # inference never trains adapters: folding LoRA into the weights is exact (max |dp| 2e-7) and
-        # 1.14x faster on CPU (docs/performance.md, speed paths)
+        # 1.14x faster on CPU (docs/performance.md, speed paths). A caller's encoder may be shared by
+        # the loaded model (linear heads): then the merge works on a copy, which the precision
+        # conversion may change in place; otherwise the freshly loaded model is ours to convert.
         model = merge_lora(model, inplace=encoder is None)
+        model = apply_precision(model, precision, inplace=True)
         return cls(model, config, p, resolve_device(device))
 
     # ---- decisions ----------------------------------------------------------------------------

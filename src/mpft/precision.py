@@ -31,6 +31,7 @@ and the base weights unmerged.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import warnings
 from collections.abc import Callable
@@ -162,6 +163,7 @@ def cpu_has_vnni() -> bool:
     return False
 
 
+@functools.cache
 def _dynamic_linear_class() -> type[nn.Module]:
     """torch's dynamic int8 Linear, with the activation range (7 or 8 bits) chosen per layer."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
