@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,6 +31,26 @@ def write_corrupt(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     return path
+
+
+def flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``value`` as one flat ``{"key.sub.0": scalar}`` dict, for ``pytest.approx``.
+
+    pytest.approx compares flat mappings and sequences of scalars only (pytest 9.2 raises a
+    TypeError for a list inside a dict, such as a metric's ``acc_ci`` interval), so nested
+    reports are flattened before comparing.
+    """
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(flat(v, f"{prefix}{k}."))
+        return out
+    if isinstance(value, list | tuple):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(flat(v, f"{prefix}{i}."))
+        return out
+    return {prefix.rstrip("."): value}
 
 
 def _fill(folder: Path, n: int, seed: int, smooth: bool) -> None:

@@ -73,8 +73,9 @@ def eval_cmd(
     batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (autocast) or int8 (CPU only); "
-                                  "speed and accuracy of each: docs/performance.md."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32; bf16 (autocast: faster only on CPUs with "
+                                  "native bf16, AVX512-BF16 or AMX); auto (bf16 on those CPUs, else fp32); int8 "
+                                  "(CPU only, approximate). Speed and accuracy of each: docs/performance.md."),
     seed: int = typer.Option(0, "--seed", help="Seed of --limit and of the bootstrap."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the clean AP/AUC intervals "
                                "(0 skips them)."),

@@ -51,8 +51,10 @@ def predict_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     precision: str = typer.Option(
         "fp32", "--precision",
-        help="fp32 (as trained), bf16 (bf16 autocast: ~1.8x faster on CPUs with AVX512-BF16/AMX, scores within ~0.005 "
-        "of fp32) or int8 (CPU only, ~2x faster, approximate: scores move by up to ~0.07). See docs/performance.md.",
+        help="fp32 (as trained); bf16 (bf16 autocast: on CPUs with native bf16, AVX512-BF16 or AMX, ~1.8x faster "
+        "with scores within ~0.005 of fp32; elsewhere emulated, slower than fp32); auto (bf16 where the CPU has "
+        "native bf16, else fp32); int8 (CPU only, ~2x faster, approximate: scores move by up to ~0.07). "
+        "See docs/performance.md.",
     ),
 ) -> None:
     """Say whether images are AI-generated: path, P(generated), verdict, model id, error, notes.

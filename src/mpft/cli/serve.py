@@ -64,8 +64,9 @@ def serve_cmd(
         None, "--workers-threads", help="Torch CPU threads for inference (default: torch's choice)."
     ),
     device: str = typer.Option("cpu", help="auto, cpu or cuda."),
-    precision: str = typer.Option("fp32", help="fp32, bf16 (autocast; ~1.8x faster on CPUs with "
-                                  "AVX512-BF16) or int8 (CPU only, approximate). See docs/performance.md."),
+    precision: str = typer.Option("fp32", help="fp32; bf16 (autocast: ~1.8x faster on CPUs with native bf16, "
+                                  "AVX512-BF16 or AMX; slower than fp32 elsewhere); auto (bf16 on those CPUs, else "
+                                  "fp32); int8 (CPU only, approximate). See docs/performance.md."),
 ) -> None:
     """Serve the detector: a drop-an-image web page at / and a JSON API (docs at /docs).
 
