@@ -358,3 +358,69 @@ def test_progress_bar_only_for_many_images_on_a_tty(capsys, ckpt, tmp_path, monk
     code, out, err = run(capsys, tmp_path / "in", "--model", ckpt, "-f", "jsonl", "-b", "4")
     assert code == 0 and len(jsonl_rows(out)) == n
     assert (f"/{n}" in err) == shown
+
+
+# ---- folders with FIFOs and looping links (issue 13, items 4 and 5) ---------------------------------
+def test_fifo_in_folder_gets_a_row_or_a_counted_skip(capsys, ckpt, tmp_path, caplog):
+    from tests.fifo_guard import fifo_watchdog, make_fifo
+
+    root = tmp_path / "in"
+    write_png(root / "a.png", 1)
+    fifos = [make_fifo(root / "pipe.jpg"), make_fifo(root / "sub" / "pipe")]
+    with fifo_watchdog(*fifos) as guard:
+        code, out, err = run(capsys, root, "--model", ckpt, "-f", "jsonl")
+    assert not guard.fired, "a FIFO was opened for reading: without the watchdog the run would hang"
+    assert code == 1
+    rows = by_name(jsonl_rows(out))
+    assert sorted(rows) == ["a.png", "pipe.jpg"]  # named like an image: an error row
+    assert rows["a.png"]["verdict"] != "error"
+    assert rows["pipe.jpg"]["verdict"] == "error" and "named pipe" in rows["pipe.jpg"]["error"]
+    assert "skipped 1 entries" in caplog.text + err  # the other FIFO: counted, not scored
+
+
+def test_symlink_loops_are_error_rows(capsys, ckpt, tmp_path):
+    write_png(tmp_path / "outside.png", 5)  # beside the folder: `up -> ..` must not reach it
+    root = tmp_path / "in"
+    write_png(root / "ok.png", 1)
+    (root / "a").symlink_to("b.jpg")
+    (root / "b.jpg").symlink_to("a")
+    (root / "up").symlink_to("..")
+    code, out, err = run(capsys, root, "--model", ckpt, "-f", "jsonl")
+    assert code == 1
+    rows = by_name(jsonl_rows(out))
+    assert sorted(rows) == ["a", "b.jpg", "ok.png", "up"]  # one row per bad link, nothing from outside
+    assert rows["ok.png"]["verdict"] != "error"
+    for name in ("a", "b.jpg", "up"):
+        assert rows[name]["verdict"] == "error" and "loop" in rows[name]["error"], rows[name]
+    # a recursive glob does not walk through the loop either
+    code, out, _ = run(capsys, f"{root}/**", "--model", ckpt, "-f", "jsonl")
+    assert sorted(by_name(jsonl_rows(out))) == ["a", "b.jpg", "ok.png", "up"]
+
+
+# ---- --max-pixels (issue 13, item 7) ----------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the 32x32 crop, under the tiny limit
+def test_max_pixels_option(capsys, ckpt, tmp_path, monkeypatch):
+    img = write_png(tmp_path / "img.png", 1, size=(50, 40))  # 2000 pixels
+    code, out, _ = run(capsys, img, "--model", ckpt, "-f", "jsonl", "--max-pixels", "1999")
+    (row,) = jsonl_rows(out)
+    assert code == 1 and "max_pixels=1999" in row["error"]
+    # Pillow's process-wide guard (here made tiny) is not a second, hidden limit
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 800)  # errors above 1600, warns above 800
+    code, out, _ = run(capsys, img, "--model", ckpt, "-f", "jsonl", "--max-pixels", "2000")
+    (row,) = jsonl_rows(out)
+    assert code == 0 and row["error"] is None
+    code, out, err = run(capsys, img, "--model", ckpt, "--max-pixels", "0")
+    assert code == 2 and out == "" and "--max-pixels" in err
+
+
+def test_output_checked_before_the_model_loads(capsys, ckpt, tree, tmp_path, monkeypatch):
+    from mpft.detector import Detector
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before --output was checked")
+
+    monkeypatch.setattr(Detector, "load", staticmethod(no_load))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, out, err = run(capsys, tree / "a.png", "--model", ckpt, "-o", blocker / "out.jsonl")
+    assert code == 2 and out == "" and "--output" in err and "not a directory" in err

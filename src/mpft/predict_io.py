@@ -20,8 +20,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from mpft.data.layouts import list_images
+from mpft.data.layouts import IMAGE_SUFFIXES, log_skipped, scan_folder
 from mpft.errors import ConfigError
+from mpft.fsutil import link_problem
 
 if TYPE_CHECKING:  # the detector pulls in torch; this module must stay light for `mpft --help`
     from mpft.detector import Prediction
@@ -44,11 +45,6 @@ log = logging.getLogger(__name__)
 FORMATS = ("table", "json", "jsonl", "csv")
 #: Output columns, in order, of every format.
 COLUMNS = ("path", "probability", "verdict", "threshold", "model_id", "error", "notes")
-#: Names that promise an image: inside folders such files are kept even when their content
-#: is not an image, so the user gets an error row for them instead of silence.
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
-)
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -71,23 +67,24 @@ def _has_glob(text: str) -> bool:
     return any(c in _GLOB_CHARS for c in text)
 
 
-def _named_like_images(folder: Path, recursive: bool) -> list[Path]:
-    """Non-hidden files under ``folder`` whose suffix promises an image (content not checked)."""
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        # hidden folders are skipped, as list_images does
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
-        found.extend(
-            Path(root, f) for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES
-        )
-    return found
+def _beyond_bad_link(path: Path) -> bool:
+    """True when a folder above ``path`` is a looping symbolic link (``up -> ..``)."""
+    return any(parent.is_symlink() and link_problem(parent) is not None for parent in path.parents)
 
 
 def _expand_folder(folder: Path, recursive: bool) -> list[Path]:
-    files = set(list_images(folder, recursive=recursive)) | set(_named_like_images(folder, recursive))
-    if not files:
+    """Files of ``folder`` to score, sorted: images (by content), files named like images whose
+    content is not one, and entries that must not be read but promise something: looping
+    symbolic links (always) and FIFOs / devices named like images. Each of the last two gets
+    its error row from the decoder; other FIFOs, sockets and devices are skipped with a count."""
+    scan = scan_folder(folder, recursive)
+    rows = {*scan.images, *scan.misnamed, *(p for p, _ in scan.bad_links)}
+    quiet = [(p, why) for p, why in scan.special if p.suffix.lower() not in IMAGE_SUFFIXES]
+    rows.update(p for p, _ in scan.special if p.suffix.lower() in IMAGE_SUFFIXES)
+    log_skipped(folder, quiet)
+    if not rows:
         log.warning("%s: no images found (files are recognised by content, any extension)", folder)
-    return sorted(files)
+    return sorted(rows)
 
 
 def expand_inputs(
@@ -136,13 +133,16 @@ def expand_inputs(
         elif p.exists() or not _has_glob(arg):
             add(p)
         else:
-            matches = sorted(glob.glob(os.path.expanduser(arg), recursive=True))
+            # `**` follows links into folders: drop what lies beyond a looping link (the link
+            # itself is matched too and gets its error row)
+            matches = sorted(m for m in glob.glob(os.path.expanduser(arg), recursive=True)
+                             if not _beyond_bad_link(Path(m)))
             if not matches:
                 log.warning("%s: no file matches this pattern", arg)
                 add(p)
             for m in matches:
                 mp = Path(m)
-                if mp.is_dir():
+                if mp.is_dir() and not (mp.is_symlink() and link_problem(mp) is not None):
                     for f in _expand_folder(mp, recursive):
                         add(f)
                 else:

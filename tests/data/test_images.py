@@ -89,9 +89,75 @@ def test_header_over_max_pixels_rejected_before_loading() -> None:
         decode_image(_png_header_only(9000, 9000))
 
 
-def test_pillow_decompression_bomb_becomes_decode_error() -> None:
-    with pytest.raises(ImageDecodeError, match="too large"):
-        decode_image(_png_header_only(40000, 40000), max_pixels=10**10)
+def test_huge_header_rejected_by_max_pixels_not_pillow() -> None:
+    # 1.6 GP: over Pillow's own error limit (179 MP); the reason names mpft's limit and how to raise it
+    with pytest.raises(ImageDecodeError, match=r"max_pixels=64000000.*--max-pixels"):
+        decode_image(_png_header_only(40000, 40000))
+
+
+def _jpeg_bytes(w: int, h: int, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    noise_image(w, h).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("pillow_limit", [60_000, 40_000, 10_000])
+def test_max_pixels_is_the_only_limit(monkeypatch, pillow_limit: int) -> None:
+    """Pillow's global guard (warning at MAX_IMAGE_PIXELS, error at twice that) does not add a
+    second, image-dependent limit: 300x200 = 60000 pixels sits at, above and far above it."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
+    data = _jpeg_bytes(300, 200)
+    assert decode_image(data).image.size == (300, 200)
+    assert decode_image(data, max_pixels=60_000).image.size == (300, 200)
+    with pytest.raises(ImageDecodeError, match="max_pixels=59999"):
+        decode_image(data, max_pixels=59_999)
+    assert pillow_limit == Image.MAX_IMAGE_PIXELS  # Pillow's setting is left as it was
+
+
+def test_over_limit_jpeg_decoded_at_reduced_scale_when_the_caller_allows() -> None:
+    data = _jpeg_bytes(2000, 1500)  # 3 MP
+    with pytest.raises(ImageDecodeError, match="max_pixels=1000000"):
+        decode_image(data, max_pixels=1_000_000)  # full size needed: too large
+    dec = decode_image(data, max_pixels=1_000_000, draft_min_side=300)
+    # 1/4 scale is the smallest keeping the shorter side >= 300; never more than max_pixels decoded
+    assert dec.image.size == (500, 375)
+    assert dec.original_size == (2000, 1500)
+    assert any("reduced scale" in n for n in dec.notes)
+    # still too large at the smallest allowed scale: rejected, saying so
+    with pytest.raises(ImageDecodeError, match="still 1000x750"):
+        decode_image(data, max_pixels=500_000, draft_min_side=600)
+    # a PNG cannot be decoded at reduced scale
+    buf = io.BytesIO()
+    noise_image(2000, 1500).save(buf, format="PNG", compress_level=0)
+    with pytest.raises(ImageDecodeError, match="max_pixels=1000000"):
+        decode_image(buf.getvalue(), max_pixels=1_000_000, draft_min_side=300)
+
+
+@pytest.mark.slow
+def test_phone_photo_108_megapixels(tmp_path: Path) -> None:
+    """A 12000x9000 JPEG (a 108 MP phone sensor) decodes once max_pixels allows it, at full size
+    for a cropping policy and at 1/8 scale for a resizing one."""
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (12000, 9000), (90, 140, 60)).save(path, quality=80)
+    with pytest.raises(ImageDecodeError, match="max_pixels=64000000"):
+        decode_image(path)
+    assert decode_image(path, draft_min_side=672).image.size == (1500, 1125)
+    assert decode_image(path, max_pixels=200_000_000).image.size == (12000, 9000)
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1.5, "64000000", None, True])
+def test_max_pixels_must_be_a_positive_integer(bad) -> None:
+    from mpft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_pixels"):
+        decode_image(_jpeg_bytes(8, 8), max_pixels=bad)
+
+
+@pytest.mark.parametrize("bad", [42, 3.5, None, ["a.png"], np.zeros((4, 4, 3), np.uint8)])
+def test_unsupported_input_type_is_a_decode_error(bad) -> None:
+    """Every input passes through decode_image, so a per-item caller gets one error row for it."""
+    with pytest.raises(ImageDecodeError, match=f"unsupported input type {type(bad).__name__}; pass a path"):
+        decode_image(bad)
 
 
 def test_max_pixels_argument(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from mpft.backbones.offline import ONNX_SHA256, WEIGHTS_SHA256, fetch_b16, mpft_
 from mpft.backbones.openai import config_from_openai, openai_to_hf, read_openai_checkpoint
 from mpft.backbones.presets import RANDOM_PRESETS, preset_config
 from mpft.errors import BackboneError, BackboneNotAvailableError, ConfigError, WeightsIntegrityError
+from mpft.fsutil import require_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,9 @@ def known_backbones() -> list[dict]:
 
 
 # ---- clip-vit-b16 (offline) ---------------------------------------------------------------------
+_CACHE_WHAT = "backbone cache ($MPFT_HOME, default ~/.cache/mpft)"
+
+
 def b16_cache_dir() -> Path:
     return mpft_home() / "backbones" / DEFAULT_BACKBONE
 
@@ -150,6 +154,8 @@ def fetch_backbone(spec: str = DEFAULT_BACKBONE, *, source: Path | None = None, 
             return cache
         except WeightsIntegrityError:
             log.warning("cached %s failed its integrity check; fetching it again", spec)
+    # the download and dequantization take minutes: a cache that cannot be written fails first
+    require_writable_dir(cache, _CACHE_WHAT)
     fetch_b16(cache, source=source)
     verify_b16_cache(cache)
     return cache
@@ -159,6 +165,7 @@ def fetch_backbone(spec: str = DEFAULT_BACKBONE, *, source: Path | None = None, 
 def _load_b16(spec: str, arg: str) -> ClipEncoder:
     cache = b16_cache_dir()
     if not (cache / "model.safetensors").is_file():
+        require_writable_dir(cache, _CACHE_WHAT)  # before announcing a fetch that cannot be stored
         log.warning("%s is not cached yet; fetching it once into %s", spec, cache)
         try:
             fetch_backbone(spec)

@@ -91,7 +91,10 @@ def eval_cmd(
 
     from mpft.evaluate import evaluate
     from mpft.evaluate.report import console_table
+    from mpft.fsutil import require_writable_dir
 
+    # a bad report directory must fail now, not after every image is scored
+    require_writable_dir(out, "--out")
     paths, specs = split_perturb_args(list(data), list(perturb))
     report = evaluate(
         run,

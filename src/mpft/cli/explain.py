@@ -20,6 +20,10 @@ def explain_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON on stdout."),
     dpi: int = typer.Option(100, help="PNG resolution (the figure is 15 x 5.6 inches)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    max_pixels: int | None = typer.Option(
+        None, "--max-pixels", help="Largest image (width x height) decoded. Default 64000000 (64 MP).",
+        show_default=False,
+    ),
 ) -> None:
     """Explain one prediction: model input, TAM texture map with masked patches, occlusion evidence.
 
@@ -28,6 +32,7 @@ def explain_cmd(
     from mpft.detector import Detector
     from mpft.errors import ConfigError
     from mpft.explain import EXPLAIN_METHODS, explain_image, render
+    from mpft.fsutil import require_writable_file
 
     if method not in EXPLAIN_METHODS:
         raise ConfigError(f"--method {method!r} is not one of {EXPLAIN_METHODS}")
@@ -35,7 +40,13 @@ def explain_cmd(
         raise ConfigError("nothing to do: give --out FILE.png, --json, or both")
     if dpi < 10:
         raise ConfigError(f"--dpi must be >= 10, got {dpi}")
+    if max_pixels is not None and max_pixels < 1:
+        raise ConfigError(f"--max-pixels must be >= 1, got {max_pixels}")
+    if out is not None:
+        require_writable_file(out, "--out")  # before the model loads and the image is scored
     det = Detector.load(model, device=device)
+    if max_pixels is not None:
+        det.max_pixels = max_pixels
     expl = explain_image(det, image, group=group)
     if out is not None:
         render(expl, out, dpi=dpi)

@@ -49,6 +49,11 @@ def predict_cmd(
         None, "--output", "-o", help="Write results to FILE instead of stdout.", show_default=False,
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    max_pixels: int | None = typer.Option(
+        None, "--max-pixels", help="Largest image (width x height) decoded; larger ones get an error row. Default "
+        "64000000 (64 MP, ~192 MB of pixels per decoding image). A 108 MP phone photo needs 108000000.",
+        show_default=False,
+    ),
     precision: str = typer.Option(
         "fp32", "--precision",
         help="fp32 (as trained); bf16 (bf16 autocast: on CPUs with native bf16, AVX512-BF16 or AMX, ~1.8x faster "
@@ -65,6 +70,7 @@ def predict_cmd(
     Example: mpft predict photos/ 'downloads/*.jpg' --model runs/x/best --format jsonl -o results.jsonl
     """
     from mpft.errors import ConfigError
+    from mpft.fsutil import require_writable_file
     from mpft.precision import precision_device
     from mpft.predict_io import check_decision, check_format, expand_inputs
 
@@ -77,6 +83,11 @@ def predict_cmd(
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     if workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {workers}")
+    if max_pixels is not None and max_pixels < 1:
+        raise ConfigError(f"--max-pixels must be >= 1, got {max_pixels}")
+    if output:
+        # before the model loads and the inputs are scanned, not after
+        require_writable_file(output, "--output")
     if "-" in paths and sys.stdin.isatty():
         log.info("reading image paths from stdin, one per line (end with Ctrl-D)")
     inputs = expand_inputs(paths, recursive=recursive, stdin=sys.stdin if "-" in paths else None)
@@ -93,6 +104,8 @@ def predict_cmd(
         det.threshold = threshold
     if band is not None:
         det.set_band(band)
+    if max_pixels is not None:
+        det.max_pixels = max_pixels
 
     try:
         # backslashreplace: a file name that is not valid UTF-8 must not abort the run mid-way

@@ -81,10 +81,13 @@ def train_cmd(
     Example: mpft train ../shared/data/cifake_sd14 --shots 256 --tune last-k --mask tam --epochs 2 --out runs/x
     """
     from mpft.data.transforms import Augment, PreprocessPolicy
+    from mpft.fsutil import require_writable_dir
     from mpft.model import TuneConfig
     from mpft.tam import MaskConfig
     from mpft.train import TrainConfig, train
 
+    # a bad run directory must fail now, not after an epoch of training
+    require_writable_dir(out, "--out")
     cfg = TrainConfig(
         data=str(data),
         out=str(out),

@@ -8,19 +8,25 @@ same way, in training, evaluation and the server.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import math
+import operator
 import os
+import stat
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from mpft.errors import ImageDecodeError
+from mpft.errors import ConfigError, ImageDecodeError
+from mpft.fsutil import link_problem, special_file_kind
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -41,6 +47,8 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 # LOAD_TRUNCATED_IMAGES is a Pillow module global; the lock keeps our temporary override
 # from racing with another thread doing the same.
 _TRUNCATION_LOCK = threading.Lock()
+# Image.MAX_IMAGE_PIXELS is another Pillow global; see _pillow_limit_lifted.
+_PILLOW_LIMIT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -92,14 +100,42 @@ def sniff_image_type(head: bytes) -> str | None:
 def is_image_file(path: str | os.PathLike) -> bool:
     """True when the file's content starts like a supported image, whatever its extension.
 
-    Unreadable or missing files give False, never an exception.
+    Unreadable or missing files give False, never an exception, and so do FIFOs, sockets and
+    devices: they are never read (a FIFO would block until a writer came).
     """
     try:
-        with open(path, "rb") as fh:
+        with _open_regular(path) as fh:
             head = fh.read(16)
-    except OSError:
+    except (OSError, ValueError):
         return False
     return sniff_image_type(head) is not None
+
+
+class _NotRegularFileError(OSError):
+    """Raised by :func:`_open_regular` for a FIFO, socket or device; ``kind`` names it."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind
+
+
+def _open_regular(path: str | os.PathLike) -> io.BufferedReader:
+    """Open a regular file for reading; raise :class:`_NotRegularFileError` for anything else.
+
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; fstat on the
+    open descriptor then decides, so a file swapped for a FIFO after a stat cannot slip through.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        kind = special_file_kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise _NotRegularFileError(kind)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def decode_image(
@@ -110,11 +146,15 @@ def decode_image(
 ) -> DecodedImage:
     """Decode an image file, bytes or PIL image into a fully loaded RGB image.
 
+    ``max_pixels`` is the one size limit: Pillow's process-wide ``Image.MAX_IMAGE_PIXELS``
+    bomb guard is neither applied on top of it nor changed for other code.
+
     Args:
         src: a path, the encoded bytes, or an already opened PIL image (not closed here).
         max_pixels: reject images with more than this many pixels, checked from the header
-            before any pixel data is decoded. Pillow's own ``Image.MAX_IMAGE_PIXELS`` bomb
-            guard also applies and is reported as the same error.
+            before any pixel data is decoded. A JPEG larger than this is still accepted when the
+            caller allows reduced-scale decoding (``draft_min_side``) and the reduced size fits:
+            libjpeg then never holds more than ``max_pixels`` pixels, so memory stays bounded.
         draft_min_side: JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale (PIL's draft
             mode, several times faster on large photos) as long as the shorter side stays at
             least this many pixels. For callers that downscale anyway (see
@@ -125,8 +165,12 @@ def decode_image(
         A :class:`DecodedImage` whose ``image`` has mode ``"RGB"``.
 
     Raises:
-        ImageDecodeError: missing, empty, not an image, truncated, too large or zero-size.
+        ImageDecodeError: missing, empty, not an image, truncated, too large or zero-size; not
+            a regular file (FIFO, socket, device) or a looping symbolic link; or an input of an
+            unsupported type (not a path, bytes or PIL image).
+        ConfigError: ``max_pixels`` is not a positive integer.
     """
+    max_pixels = _check_max_pixels(max_pixels)
     if isinstance(src, Image.Image):
         source = str(getattr(src, "filename", "") or "<image>")
         return _decode_opened(src, source, max_pixels, draft_min_side)
@@ -136,33 +180,95 @@ def decode_image(
             raise ImageDecodeError(source, "empty data (0 bytes)")
         fh: io.IOBase = io.BytesIO(bytes(src))
         return _decode_stream(fh, source, max_pixels, draft_min_side)
-    path = Path(src)
+    if not isinstance(src, str | os.PathLike):
+        # pathlib would raise a bare TypeError here, which callers scoring many inputs cannot
+        # turn into one error row
+        raise ImageDecodeError(
+            f"<{type(src).__name__}>",
+            f"unsupported input type {type(src).__name__}; pass a path, bytes or a PIL image",
+        )
+    try:
+        path = Path(src)
+    except TypeError:  # a PathLike whose __fspath__ returns neither str nor bytes
+        raise ImageDecodeError(
+            f"<{type(src).__name__}>", f"unsupported input type {type(src).__name__}; "
+            "pass a path, bytes or a PIL image") from None
     source = str(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except FileNotFoundError:
-        raise ImageDecodeError(source, "file not found") from None
+        reason = "broken symbolic link (its target does not exist)" if path.is_symlink() else "file not found"
+        raise ImageDecodeError(source, reason) from None
+    except ValueError as exc:  # e.g. an embedded NUL byte
+        raise ImageDecodeError(source, f"invalid path: {exc}") from None
     except OSError as exc:
-        raise ImageDecodeError(source, f"cannot read file: {exc.strerror or exc}") from None
-    if path.is_dir():
-        raise ImageDecodeError(source, "is a directory, not an image file")
-    if size == 0:
+        reason = link_problem(path) if exc.errno == errno.ELOOP else None
+        raise ImageDecodeError(source, reason or f"cannot read file: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        loop = link_problem(path)
+        raise ImageDecodeError(source, f"{loop}, not an image file" if loop else "is a directory, not an image file")
+    kind = special_file_kind(st.st_mode)
+    if kind is not None:
+        raise ImageDecodeError(source, f"{kind}, not a regular file; only regular files are read")
+    if st.st_size == 0:
         raise ImageDecodeError(source, "empty file (0 bytes)")
     try:
-        with open(path, "rb") as fh:
+        with _open_regular(path) as fh:
             return _decode_stream(fh, source, max_pixels, draft_min_side)
+    except _NotRegularFileError as exc:  # replaced by a FIFO or device since the stat above
+        raise ImageDecodeError(source, f"{exc.kind}, not a regular file; only regular files are read") from None
     except OSError as exc:
-        # Only open() itself can get here; decoding errors are converted inside.
+        # Only opening can get here; decoding errors are converted inside.
         raise ImageDecodeError(source, f"cannot read file: {exc.strerror or exc}") from None
+
+
+def _check_max_pixels(value: object) -> int:
+    try:
+        n = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        n = 0
+    if isinstance(value, bool) or n < 1:
+        raise ConfigError(f"max_pixels must be a positive integer (width * height), got {value!r}")
+    return n
+
+
+@contextmanager
+def _pillow_limit_lifted() -> Iterator[None]:
+    """Switch off Pillow's global bomb guard while mpft's own ``max_pixels`` check stands in.
+
+    ``Image.MAX_IMAGE_PIXELS`` is a module global read by ``Image.open`` and by some frame and
+    tile loaders; its error fires at twice its value (179 MP by default) whatever mpft's limit
+    says. It is changed only for images above it, under a lock, and restored after; another
+    thread opening an image meanwhile loses only Pillow's guard, and mpft's decoders keep their
+    own check, made before any pixel is allocated.
+    """
+    with _PILLOW_LIMIT_LOCK:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
+def _over_pillow_limit(pixels: int) -> bool:
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and pixels > 2 * limit
 
 
 def _decode_stream(fh, source: str, max_pixels: int, draft_min_side: int | None = None) -> DecodedImage:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(fh)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(source, f"image too large (decompression bomb guard): {exc}") from None
+        try:
+            with warnings.catch_warnings():
+                # max_pixels is the limit; Pillow's warning (at 89.5 MP by default) is noise here
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(fh)
+        except Image.DecompressionBombError:
+            # Over Pillow's own error limit: read the header again without it; max_pixels is
+            # checked from the header before any pixel data is decoded.
+            fh.seek(0)
+            with _pillow_limit_lifted():
+                im = Image.open(fh)
     except UnidentifiedImageError:
         raise ImageDecodeError(source, "not an image (content is not a format Pillow can read)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -171,25 +277,42 @@ def _decode_stream(fh, source: str, max_pixels: int, draft_min_side: int | None 
         return _decode_opened(im, source, max_pixels, draft_min_side)
 
 
+def _too_large(
+    source: str, width: int, height: int, max_pixels: int, drafted: tuple[int, int] | None
+) -> ImageDecodeError:
+    at = "" if drafted is None else f" (still {drafted[0]}x{drafted[1]} at the smallest allowed JPEG scale)"
+    return ImageDecodeError(
+        source,
+        f"image too large: {width}x{height} = {width * height} pixels > max_pixels={max_pixels}{at}; "
+        "raise the limit (--max-pixels, Detector.max_pixels, the server's max_pixels) to score it",
+    )
+
+
 def _decode_opened(im: Image.Image, source: str, max_pixels: int, draft_min_side: int | None = None) -> DecodedImage:
     width, height = im.size
     if width <= 0 or height <= 0:
         raise ImageDecodeError(source, f"zero-size image ({width}x{height})")
-    if width * height > max_pixels:
-        raise ImageDecodeError(
-            source, f"image too large: {width}x{height} = {width * height} pixels > max_pixels={max_pixels}"
-        )
     notes: list[str] = []
     n_frames = int(getattr(im, "n_frames", 1) or 1)
-    if n_frames > 1:
-        notes.append(f"animated: first of {n_frames} frames used")
     original_mode = im.mode
     fmt = im.format
-    if draft_min_side and fmt == "JPEG" and n_frames == 1 and min(width, height) >= 2 * draft_min_side:
+    can_draft = bool(draft_min_side) and fmt == "JPEG" and n_frames == 1
+    if width * height > max_pixels and not can_draft:
+        raise _too_large(source, width, height, max_pixels, None)
+    if n_frames > 1:
+        notes.append(f"animated: first of {n_frames} frames used")
+    if can_draft and min(width, height) >= 2 * draft_min_side:
         _draft(im, draft_min_side, notes)
+    if im.size[0] * im.size[1] > max_pixels:
+        # only a JPEG the caller lets us reduce gets here: the reduced size must fit the limit
+        raise _too_large(source, width, height, max_pixels, im.size)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with ExitStack() as stack:
+            stack.enter_context(warnings.catch_warnings())
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if _over_pillow_limit(im.size[0] * im.size[1]):
+                # frame and tile loaders (GIF, TIFF) repeat Pillow's check while loading
+                stack.enter_context(_pillow_limit_lifted())
             if n_frames > 1:
                 im.seek(0)
             _load_strict(im)
@@ -199,7 +322,8 @@ def _decode_opened(im: Image.Image, source: str, max_pixels: int, draft_min_side
                 oriented = ImageOps.exif_transpose(im)
                 notes.append("EXIF orientation applied")
             rgb = _to_rgb(oriented, notes)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
+        # a frame or tile larger than the image's declared size (a crafted file)
         raise ImageDecodeError(source, f"image too large (decompression bomb guard): {exc}") from None
     except ImageDecodeError:
         raise

@@ -17,19 +17,23 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import stat
 import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mpft.data.images import is_image_file
 from mpft.errors import ConfigError, DataError
+from mpft.fsutil import link_problem, special_file_kind
 
 __all__ = [
     "FAKE",
+    "FolderScan",
+    "IMAGE_SUFFIXES",
     "LAYOUTS",
     "REAL",
     "Sample",
@@ -41,7 +45,9 @@ __all__ = [
     "has_splits",
     "limit_per_class",
     "list_images",
+    "log_skipped",
     "require_both_classes",
+    "scan_folder",
     "single_class",
     "split_folders",
     "summarize",
@@ -97,18 +103,117 @@ def _is_hidden(name: str) -> bool:
 
 
 def _subdirs(folder: Path) -> list[Path]:
-    """Non-hidden sub-directories of ``folder``, sorted; [] if it cannot be listed."""
+    """Non-hidden sub-directories of ``folder``, sorted; [] if it cannot be listed.
+
+    Links to folders count, except looping ones (``up -> ..``): those are never followed.
+    """
     try:
         with os.scandir(folder) as it:
-            return sorted(
-                Path(e.path) for e in it if not _is_hidden(e.name) and e.is_dir(follow_symlinks=True)
-            )
+            entries = list(it)
     except OSError:
         return []
+    out = []
+    for e in entries:
+        if _is_hidden(e.name) or (e.is_symlink() and link_problem(e.path) is not None):
+            continue
+        try:
+            if e.is_dir(follow_symlinks=True):
+                out.append(Path(e.path))
+        except OSError:  # a link that cannot be resolved is no folder
+            continue
+    return sorted(out)
+
+
+#: Names that promise an image. A scan keeps regular files with these names whose content is
+#: not an image apart (:attr:`FolderScan.misnamed`), so a broken ``.jpg`` can be reported.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+)
+
+
+@dataclass
+class FolderScan:
+    """What a folder walk found (:func:`scan_folder`); every list is sorted.
+
+    Attributes:
+        images: regular files whose content is an image (magic bytes).
+        misnamed: regular files named like images (:data:`IMAGE_SUFFIXES`) whose content is not one.
+        bad_links: ``(path, reason)`` of symbolic links that loop or point to a folder holding
+            them; not followed.
+        special: ``(path, reason)`` of entries that are neither regular files nor folders (FIFOs,
+            sockets, devices); never opened, since reading a FIFO blocks forever.
+    """
+
+    images: list[Path] = field(default_factory=list)
+    misnamed: list[Path] = field(default_factory=list)
+    bad_links: list[tuple[Path, str]] = field(default_factory=list)
+    special: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> list[tuple[Path, str]]:
+        """Entries not read: bad links and special files, with the reason, sorted by path."""
+        return sorted(self.bad_links + self.special)
+
+
+def scan_folder(folder: str | os.PathLike[str], recursive: bool = True) -> FolderScan:
+    """Walk ``folder`` (following symbolic links safely) and sort what it holds.
+
+    Only regular files are opened. Hidden files and folders are skipped. A symbolic link to a
+    folder is followed unless it loops (:func:`mpft.fsutil.link_problem`): to a folder holding
+    it (``up -> ..``), to one already on the walk, or a link chain that never ends.
+
+    Raises:
+        DataError: ``folder`` (or a sub-folder) is not a readable directory.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a directory (expected a folder of images)")
+    scan = FolderScan()
+    # each folder travels with the real paths of the folders above it, to catch link cycles
+    stack: list[tuple[Path, tuple[str, ...]]] = [(folder, (os.path.realpath(folder),))]
+    while stack:
+        current, chain = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise DataError(f"{current}: cannot list folder ({exc.strerror or exc})") from None
+        for entry in entries:
+            if _is_hidden(entry.name):
+                continue
+            path = Path(entry.path)
+            if entry.is_symlink():
+                problem = link_problem(path, chain)
+                if problem is not None:
+                    scan.bad_links.append((path, problem))
+                    continue
+            try:
+                st = os.stat(path)  # follows links; a dangling one fails and is skipped
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if recursive:
+                    stack.append((path, (*chain, os.path.realpath(path))))
+                continue
+            kind = special_file_kind(st.st_mode)
+            if kind is not None:
+                scan.special.append((path, f"{kind}, not a regular file"))
+            elif is_image_file(path):
+                scan.images.append(path)
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
+                scan.misnamed.append(path)
+    scan.images.sort()
+    scan.misnamed.sort()
+    scan.bad_links.sort()
+    scan.special.sort()
+    return scan
 
 
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     """Image files under ``folder`` recognised by content, sorted, hidden files and dirs skipped.
+
+    Entries that are not read (FIFOs, sockets, devices, looping symbolic links) are logged
+    with a count; :func:`scan_folder` returns them.
 
     Args:
         folder: directory to scan.
@@ -120,27 +225,19 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     Raises:
         DataError: ``folder`` is not a readable directory.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: not a directory (expected a folder of images)")
-    found: list[Path] = []
-    stack = [folder]
-    while stack:
-        current = stack.pop()
-        try:
-            with os.scandir(current) as it:
-                entries = list(it)
-        except OSError as exc:
-            raise DataError(f"{current}: cannot list folder ({exc.strerror or exc})") from None
-        for entry in entries:
-            if _is_hidden(entry.name):
-                continue
-            if entry.is_dir(follow_symlinks=True):
-                if recursive:
-                    stack.append(Path(entry.path))
-            elif is_image_file(entry.path):
-                found.append(Path(entry.path))
-    return sorted(found)
+    scan = scan_folder(folder, recursive)
+    log_skipped(folder, scan.skipped)
+    return scan.images
+
+
+def log_skipped(folder: str | os.PathLike[str], skipped: Sequence[tuple[Path, str]]) -> None:
+    """One warning with the count of entries a scan did not read, and the first few reasons."""
+    if not skipped:
+        return
+    shown = "; ".join(f"{p}: {reason}" for p, reason in skipped[:3])
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    log.warning("%s: skipped %d entries that are not regular files or are looping links (%s%s)",
+                folder, len(skipped), shown, more)
 
 
 def _dir_names(folder: Path) -> set[str]:
