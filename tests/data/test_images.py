@@ -321,3 +321,22 @@ def test_is_image_file_by_content(tmp_path: Path) -> None:
     noise_image(8, 8).save(png_named_txt, format="PNG")
     assert is_image_file(png_named_txt)
     assert not is_image_file(tmp_path / "missing.png")
+
+
+def test_probe_image_applies_the_decode_size_rule_without_decoding(tmp_path: Path, monkeypatch) -> None:
+    from mpft.data.images import probe_image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's guard is left out here too
+    data = _jpeg_bytes(2000, 1500)
+    assert probe_image(data) == (2000, 1500)
+    with pytest.raises(ImageDecodeError, match="max_pixels=1000000"):
+        probe_image(data, max_pixels=1_000_000)
+    assert probe_image(data, max_pixels=1_000_000, draft_min_side=300) == (500, 375)
+    assert decode_image(data, max_pixels=1_000_000, draft_min_side=300).image.size == (500, 375)
+    with pytest.raises(ImageDecodeError, match="max_pixels=64000000"):
+        probe_image(_png_header_only(40000, 40000))
+    path = tmp_path / "a.jpg"
+    path.write_bytes(data)
+    assert probe_image(path) == (2000, 1500)
+    with pytest.raises(ImageDecodeError, match="not an image"):
+        probe_image(b"hello")

@@ -33,6 +33,7 @@ __all__ = [
     "DecodedImage",
     "decode_image",
     "is_image_file",
+    "probe_image",
     "sniff_image_type",
 ]
 
@@ -127,9 +128,9 @@ def _open_regular(path: str | os.PathLike) -> io.BufferedReader:
     """
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     try:
-        kind = special_file_kind(os.fstat(fd).st_mode)
-        if kind is not None:
-            raise _NotRegularFileError(kind)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _NotRegularFileError(special_file_kind(mode) or "directory")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
@@ -256,25 +257,61 @@ def _over_pillow_limit(pixels: int) -> bool:
     return limit is not None and pixels > 2 * limit
 
 
-def _decode_stream(fh, source: str, max_pixels: int, draft_min_side: int | None = None) -> DecodedImage:
+def _open(fh, source: str) -> Image.Image:
+    """``Image.open`` (header only) with Pillow's bomb guard left to ``max_pixels``; typed errors."""
     try:
         try:
             with warnings.catch_warnings():
                 # max_pixels is the limit; Pillow's warning (at 89.5 MP by default) is noise here
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                im = Image.open(fh)
+                return Image.open(fh)
         except Image.DecompressionBombError:
             # Over Pillow's own error limit: read the header again without it; max_pixels is
             # checked from the header before any pixel data is decoded.
             fh.seek(0)
             with _pillow_limit_lifted():
-                im = Image.open(fh)
+                return Image.open(fh)
     except UnidentifiedImageError:
         raise ImageDecodeError(source, "not an image (content is not a format Pillow can read)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(source, f"corrupt image header: {exc}") from None
-    with im:
+
+
+def _decode_stream(fh, source: str, max_pixels: int, draft_min_side: int | None = None) -> DecodedImage:
+    with _open(fh, source) as im:
         return _decode_opened(im, source, max_pixels, draft_min_side)
+
+
+def probe_image(
+    src: str | os.PathLike | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_min_side: int | None = None
+) -> tuple[int, int]:
+    """Read only the header and apply :func:`decode_image`'s size rule; nothing is decoded.
+
+    For callers that refuse large uploads before queueing them (the server): the answer is the
+    one ``decode_image`` would give for the same ``max_pixels`` and ``draft_min_side``, with
+    Pillow's global guard left out in the same way.
+
+    Returns:
+        (width, height) the image would be decoded at (reduced for a drafted JPEG).
+
+    Raises:
+        ImageDecodeError: not an image, a bad header, zero-size, or too large.
+        ConfigError: ``max_pixels`` is not a positive integer.
+    """
+    max_pixels = _check_max_pixels(max_pixels)
+    if isinstance(src, bytes | bytearray | memoryview):
+        with _open(io.BytesIO(bytes(src)), "<bytes>") as im:
+            _apply_size_limit(im, "<bytes>", max_pixels, draft_min_side, [])
+            return im.size
+    source = str(src)
+    try:
+        with _open_regular(src) as fh, _open(fh, source) as im:
+            _apply_size_limit(im, source, max_pixels, draft_min_side, [])
+            return im.size
+    except _NotRegularFileError as exc:
+        raise ImageDecodeError(source, f"{exc.kind}, not a regular file; only regular files are read") from None
+    except OSError as exc:
+        raise ImageDecodeError(source, f"cannot read file: {exc.strerror or exc}") from None
 
 
 def _too_large(
@@ -288,24 +325,31 @@ def _too_large(
     )
 
 
-def _decode_opened(im: Image.Image, source: str, max_pixels: int, draft_min_side: int | None = None) -> DecodedImage:
+def _apply_size_limit(
+    im: Image.Image, source: str, max_pixels: int, draft_min_side: int | None, notes: list[str]
+) -> None:
+    """Reject an image over ``max_pixels`` from its header, unless it is a JPEG that the caller
+    lets libjpeg decode at a reduced scale (``draft_min_side``) and that scale fits: then set up
+    that scale. Either way no pixel has been decoded yet."""
     width, height = im.size
     if width <= 0 or height <= 0:
         raise ImageDecodeError(source, f"zero-size image ({width}x{height})")
-    notes: list[str] = []
-    n_frames = int(getattr(im, "n_frames", 1) or 1)
-    original_mode = im.mode
-    fmt = im.format
-    can_draft = bool(draft_min_side) and fmt == "JPEG" and n_frames == 1
+    # a JPEG file is one frame (Pillow names multi-frame ones "MPO")
+    can_draft = bool(draft_min_side) and im.format == "JPEG"
     if width * height > max_pixels and not can_draft:
         raise _too_large(source, width, height, max_pixels, None)
-    if n_frames > 1:
-        notes.append(f"animated: first of {n_frames} frames used")
     if can_draft and min(width, height) >= 2 * draft_min_side:
         _draft(im, draft_min_side, notes)
     if im.size[0] * im.size[1] > max_pixels:
-        # only a JPEG the caller lets us reduce gets here: the reduced size must fit the limit
         raise _too_large(source, width, height, max_pixels, im.size)
+
+
+def _decode_opened(im: Image.Image, source: str, max_pixels: int, draft_min_side: int | None = None) -> DecodedImage:
+    width, height = im.size
+    original_mode = im.mode
+    fmt = im.format
+    notes: list[str] = []
+    _apply_size_limit(im, source, max_pixels, draft_min_side, notes)
     try:
         with ExitStack() as stack:
             stack.enter_context(warnings.catch_warnings())
@@ -313,7 +357,10 @@ def _decode_opened(im: Image.Image, source: str, max_pixels: int, draft_min_side
             if _over_pillow_limit(im.size[0] * im.size[1]):
                 # frame and tile loaders (GIF, TIFF) repeat Pillow's check while loading
                 stack.enter_context(_pillow_limit_lifted())
+            # counting frames parses every frame header (after the size check: it can be slow)
+            n_frames = int(getattr(im, "n_frames", 1) or 1)
             if n_frames > 1:
+                notes.insert(0, f"animated: first of {n_frames} frames used")
                 im.seek(0)
             _load_strict(im)
             oriented = im
