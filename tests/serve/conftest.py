@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from mpft.detector import Detector, Prediction
+from mpft.serve import ServeSettings
 
 
 def _build_tiny_checkpoint(directory: Path) -> Path:
@@ -68,38 +69,59 @@ def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
 
 
 class FakeDetector:
-    """The Detector surface the server uses; ``gate`` lets a test hold predictions in flight."""
+    """The Detector surface the server uses; ``gate`` lets a test hold predictions in flight.
 
-    def __init__(self, probability: float = 0.8, block: bool = False):
+    ``batches`` records the number of images of every ``predict`` call; ``delay_s`` is the
+    cost of one call, whatever its size (what batching saves); with ``by_content`` each image's
+    probability is derived from its bytes, so a test can tell whose result it got back.
+    """
+
+    def __init__(self, probability: float = 0.8, block: bool = False, delay_s: float = 0.0,
+                 by_content: bool = False):
         self.model_id = "fake-model"
         self.threshold = 0.5
         self.max_pixels = 0
         self.probability = probability
+        self.delay_s = delay_s
+        self.by_content = by_content
         self.entered = threading.Event()
         self.gate = threading.Event()
         if not block:
             self.gate.set()
         self.calls = 0
+        self.batches: list[int] = []
+
+    def probability_of(self, data: bytes) -> float:
+        return (zlib.crc32(data) % 1000) / 1000.0 if self.by_content else self.probability
 
     def predict(self, images, *, batch_size: int = 16) -> list[Prediction]:
         self.calls += 1
+        self.batches.append(len(images))
         self.entered.set()
         if not self.gate.wait(timeout=30):
             raise TimeoutError("test gate never opened")
-        return [Prediction(f"<bytes {i}>", self.probability, "generated", self.threshold, self.model_id)
-                for i, _ in enumerate(images)]
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return [Prediction(f"<bytes {i}>", self.probability_of(x), "generated", self.threshold, self.model_id)
+                for i, x in enumerate(images)]
 
 
 @contextlib.contextmanager
-def live_server(app) -> Iterator[str]:
-    """Run ``app`` with uvicorn on 127.0.0.1 (a free port) in a thread; yield its base URL."""
+def live_server(app, settings: ServeSettings | None = None) -> Iterator[str]:
+    """Run ``app`` on 127.0.0.1 (a free port) in a thread, as ``mpft serve`` runs it; yield its base URL.
+
+    ``settings`` gives the connection limits (timeouts, connection cap); the app's own by default.
+    """
     import uvicorn
+
+    from mpft.serve.server import uvicorn_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    settings = settings or app.state.settings
+    server = uvicorn.Server(uvicorn_config(app, settings, lifespan="on", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

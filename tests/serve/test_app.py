@@ -67,7 +67,7 @@ def test_healthz_ok_while_model_loading_and_readyz_503_until_loaded():
         assert r.status_code == 200
         assert r.json()["model_id"] == "fake-model"
         assert fake.max_pixels == ServeSettings().max_pixels  # the app hands its limit to the decoder
-        assert fake.calls == 1  # the warm-up prediction ran before ready
+        assert fake.calls == 2  # warm-up and the timed prediction ran before ready
 
 
 def test_readyz_reports_a_failed_load():
@@ -198,9 +198,21 @@ def test_400_malformed_multipart(client):
     assert "boundary" in r.json()["detail"].lower()
 
 
+def test_400_multipart_body_cut_short(client):
+    # a body that ends inside its part (no closing boundary): the parser drops the unfinished
+    # part, which used to read as "no file" (422)
+    body = (b"--B\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + png_bytes()[:100])
+    r = client.post(PREDICT, content=body, headers={"content-type": "multipart/form-data; boundary=B"})
+    assert r.status_code == 400
+    assert "closing boundary" in r.json()["detail"]
+    r = client.post(PREDICT, content=b"", headers={"content-type": "multipart/form-data; boundary=B"})
+    assert r.status_code == 400
+
+
 def test_503_with_retry_after_when_saturated():
     fake = FakeDetector(block=True)
-    app = create_app(lambda: fake, ServeSettings(max_concurrency=1, acquire_timeout_s=0.0, retry_after_s=3,
+    app = create_app(lambda: fake, ServeSettings(max_concurrency=1, queue_timeout_s=0.0, retry_after_s=3,
                                                      warmup=False))
     with ready_client(app) as c:
         first: dict = {}
@@ -311,6 +323,24 @@ def test_explain_returns_a_png(client):
     assert r.content.startswith(b"\x89PNG\r\n\x1a\n")
 
 
+def test_explain_title_names_the_uploaded_file(client, monkeypatch):
+    explain = pytest.importorskip("mpft.explain", reason="mpft.explain is not written yet")
+    seen: list[str] = []
+    real_render = explain.render
+
+    def spy(expl, out, **kwargs):
+        seen.append(expl.source)
+        return real_render(expl, out, **kwargs)
+
+    monkeypatch.setattr(explain, "render", spy)
+    r = client.post(EXPLAIN, files=files(("holiday photo.png", png_bytes(seed=13)), field="file"))
+    assert r.status_code == 200, r.text
+    assert seen == ["holiday photo.png"]
+    # a path the client sent is reduced to its name
+    r = client.post(EXPLAIN, files=files(("C:\\Users\\me\\cat.png", png_bytes(seed=14)), field="file"))
+    assert r.status_code == 200 and seen[-1] == "cat.png"
+
+
 def test_explain_rejects_bad_input(client):
     pytest.importorskip("mpft.explain", reason="mpft.explain (explain_image + render) is not written yet")
     r = client.post(EXPLAIN, files=files(("a.png", png_bytes()), ("b.png", png_bytes()), field="file"))
@@ -354,7 +384,8 @@ def test_page_openapi_and_headers(client):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"max_concurrency": 0}, {"max_upload_bytes": 10}, {"acquire_timeout_s": -1}]
+    "kwargs", [{"max_concurrency": 0}, {"max_upload_bytes": 10}, {"queue_timeout_s": -1},
+               {"header_timeout_s": 0}, {"body_timeout_s": -1}, {"max_connections": 0}, {"batch_window_s": 2}]
 )
 def test_settings_reject_bad_values(kwargs):
     with pytest.raises(ConfigError, match=next(iter(kwargs))):

@@ -82,5 +82,7 @@ def test_page_shows_a_server_error_for_a_non_image(browser, tiny_detector, tmp_p
             page.set_input_files("#file-input", str(fake))
             page.wait_for_selector("#error:not([hidden])", timeout=15_000)
             assert "not a supported image" in page.locator("#error").inner_text()
+            # no empty result card (with a broken-image preview) above the error
+            assert page.locator("#result").is_hidden()
         finally:
             page.close()

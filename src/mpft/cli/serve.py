@@ -58,8 +58,15 @@ def serve_cmd(
     max_upload_mb: float = typer.Option(20.0, help="Largest request body in MiB (all files); 413 above."),
     max_pixels: int = typer.Option(None, help="Largest width*height decoded (default 64 MP); 422 above."),
     max_files: int = typer.Option(16, help="Most images in one /api/v1/predict request."),
-    max_concurrency: int = typer.Option(2, help="Model calls running at once; further requests get 503."),
-    queue_timeout: float = typer.Option(0.1, help="Seconds a request waits for a model slot before 503."),
+    max_concurrency: int = typer.Option(1, help="Model calls (batches) running at once."),
+    queue_timeout: float = typer.Option(
+        30.0, help="Longest expected wait in the model queue a request is admitted with, s; 503 above."),
+    batch_size: int = typer.Option(16, help="Most images per forward pass; concurrent requests share one."),
+    batch_window_ms: float = typer.Option(10.0, help="How long an idle model waits for a batch to fill, ms."),
+    header_timeout: float = typer.Option(10.0, help="Seconds a connection has to send a request's headers."),
+    body_timeout: float = typer.Option(60.0, help="Seconds a request has to send its body; 408 after."),
+    idle_timeout: float = typer.Option(5.0, help="Seconds an idle keep-alive connection stays open."),
+    max_connections: int = typer.Option(64, help="Open connections at once; one more gets 503."),
     workers_threads: int = typer.Option(
         None, "--workers-threads", help="Torch CPU threads for inference (default: torch's choice)."
     ),
@@ -80,6 +87,7 @@ def serve_cmd(
     from mpft.detectors import DEFAULT_DETECTOR_DIR
     from mpft.errors import CheckpointError, ConfigError
     from mpft.serve import ServeSettings, create_app
+    from mpft.serve.server import uvicorn_config
 
     if port < 0 or port > 65535:
         raise ConfigError(f"--port must be in 0..65535, got {port}")
@@ -91,7 +99,13 @@ def serve_cmd(
         max_pixels=max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS,
         max_files=max_files,
         max_concurrency=max_concurrency,
-        acquire_timeout_s=queue_timeout,
+        queue_timeout_s=queue_timeout,
+        batch_size=batch_size,
+        batch_window_s=batch_window_ms / 1000.0,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        idle_timeout_s=idle_timeout,
+        max_connections=max_connections,
     )
     # Fail fast on a wrong path; the slow part (building the backbone) happens after startup.
     if model is None and not (DEFAULT_DETECTOR_DIR / "config.json").is_file():
@@ -115,6 +129,5 @@ def serve_cmd(
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"mpft serve: http://{shown}:{sock.getsockname()[1]}/ (model loads in the background; "
                "GET /readyz says when it is ready)", err=True)
-    config = uvicorn.Config(application, log_config=None, access_log=False, server_header=False,
-                            timeout_graceful_shutdown=5)
+    config = uvicorn_config(application, settings, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])

@@ -12,14 +12,16 @@ import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import anyio
 from PIL import Image
 from starlette.datastructures import Headers, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.formparsers import MultiPartException, MultiPartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
 
 from mpft.data.images import sniff_image_type
 
 __all__ = [
+    "UploadAborted",
     "UploadRejected",
     "UploadedFile",
     "check_image",
@@ -29,12 +31,27 @@ __all__ = [
 
 
 class UploadRejected(Exception):
-    """The request cannot be processed as a whole; carries the HTTP status and a user-facing reason."""
+    """The request cannot be processed as a whole; carries the HTTP status and a user-facing reason.
 
-    def __init__(self, status_code: int, detail: str):
+    ``close``: the connection must be closed after the answer (the client stopped sending its
+    body, so the connection cannot carry another request).
+    """
+
+    def __init__(self, status_code: int, detail: str, *, close: bool = False):
         self.status_code = status_code
         self.detail = detail
+        self.close = close
         super().__init__(f"{status_code}: {detail}")
+
+
+class UploadAborted(Exception):
+    """The client disconnected before its body was complete: a client event, nobody to answer."""
+
+    def __init__(self, received: int, declared: int | None):
+        self.received = received
+        self.declared = declared
+        of = f" of {declared}" if declared is not None else ""
+        super().__init__(f"client disconnected during the upload after {received}{of} bytes")
 
 
 @dataclass(frozen=True)
@@ -45,24 +62,41 @@ class UploadedFile:
     data: bytes
 
 
-async def read_body_capped(request: Request, max_bytes: int) -> bytes:
+async def read_body_capped(request: Request, max_bytes: int, timeout_s: float | None = None) -> bytes:
     """Read the whole request body into memory, refusing (413) as soon as it exceeds ``max_bytes``.
 
     A declared ``Content-Length`` over the cap is refused before any byte is read; a chunked
-    or lying client is stopped once the running total passes the cap.
+    or lying client is stopped once the running total passes the cap. A body that has not
+    arrived within ``timeout_s`` is refused with 408 (a slow or stalled client would otherwise
+    hold its connection and its partial body in memory indefinitely).
+
+    Raises:
+        UploadRejected: 400, 408 or 413.
+        UploadAborted: the client disconnected mid-body.
     """
     declared = request.headers.get("content-length")
+    size: int | None = None
     if declared is not None:
         try:
-            if int(declared) > max_bytes:
-                raise UploadRejected(413, _too_large(int(declared), max_bytes))
+            size = int(declared)
         except ValueError:
             raise UploadRejected(400, "invalid Content-Length header") from None
+        if size > max_bytes:
+            raise UploadRejected(413, _too_large(size, max_bytes))
     buf = bytearray()
-    async for chunk in request.stream():
-        buf += chunk
-        if len(buf) > max_bytes:
-            raise UploadRejected(413, _too_large(None, max_bytes))
+    try:
+        with anyio.fail_after(timeout_s):
+            async for chunk in request.stream():
+                buf += chunk
+                if len(buf) > max_bytes:
+                    raise UploadRejected(413, _too_large(None, max_bytes))
+    except TimeoutError:
+        raise UploadRejected(
+            408, f"request body not received within {timeout_s:g} s ({len(buf)} bytes arrived); "
+            "the connection is closed", close=True,
+        ) from None
+    except ClientDisconnect:
+        raise UploadAborted(len(buf), size) from None
     return bytes(buf)
 
 
@@ -92,7 +126,7 @@ async def parse_files(
 
     Raises:
         UploadRejected: 415 when the body is not multipart, 413 for too many files, 400 for
-            malformed multipart data.
+            malformed multipart data (including a body cut short before its closing boundary).
     """
     ctype = headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
@@ -106,6 +140,14 @@ async def parse_files(
     except MultiPartException as exc:
         status = 413 if "Too many files" in exc.message else 400
         raise UploadRejected(status, f"bad multipart upload: {exc.message}") from None
+    # The parser silently drops a part that never ended, so a truncated body would look like
+    # "no file" (422); a multipart body is complete only with its close delimiter.
+    _, params = parse_options_header(ctype)
+    boundary = params.get(b"boundary", b"")
+    if not body.startswith(b"--" + boundary + b"--") and b"\r\n--" + boundary + b"--" not in body:
+        await form.close()
+        raise UploadRejected(400, "bad multipart upload: the body ends before its closing boundary "
+                                  "(truncated or malformed)")
     try:
         out: list[UploadedFile] = []
         for name in fields:

@@ -14,6 +14,14 @@
     $("error").hidden = false;
   }
 
+  // A request-level failure (415, 413, ...) has no result to show: hide the whole card, so
+  // that neither an empty card nor a preview the browser cannot draw stays above the error.
+  function failRequest(message) {
+    $("result").hidden = true;
+    $("preview").removeAttribute("src");
+    showError(message);
+  }
+
   async function errorText(resp) {
     try {
       const body = await resp.json();
@@ -35,6 +43,7 @@
     $("explain-status").textContent = "";
     $("model-id").textContent = "";
     $("heatmap-figure").hidden = true;
+    $("preview-figure").hidden = false;
     if (previewUrl) URL.revokeObjectURL(previewUrl);
     previewUrl = URL.createObjectURL(file);
     $("preview").src = previewUrl;
@@ -45,8 +54,7 @@
     form.append("files", file, file.name);
     const resp = await fetch("/api/v1/predict", { method: "POST", body: form });
     if (!resp.ok) {
-      $("verdict").textContent = "—";
-      showError("Could not score the image: " + (await errorText(resp)));
+      failRequest("Could not score the image: " + (await errorText(resp)));
       return false;
     }
     const r = (await resp.json()).results[0];
@@ -88,9 +96,14 @@
     try {
       if (await predict(file)) await explain(file);
     } catch (e) {
-      showError("The server could not be reached: " + e);
+      failRequest("The server could not be reached: " + e);
     }
   }
+
+  // A file the browser cannot draw (not an image, or truncated) must not leave a broken-image icon.
+  $("preview").addEventListener("error", () => {
+    if ($("preview").getAttribute("src")) $("preview-figure").hidden = true;
+  });
 
   input.addEventListener("change", () => handle(input.files[0]));
   ["dragenter", "dragover"].forEach((ev) =>
