@@ -41,6 +41,7 @@ __all__ = [
     "ScoreRow",
     "SkippedFile",
     "console_table",
+    "display_name",
     "parse_perturbation",
     "plot_histograms",
     "plot_roc",
@@ -102,6 +103,8 @@ class ReportMeta:
     ``normalize_format_condition`` to the name of the condition that re-ran the clean data with
     file formats normalised (all images re-encoded the same way); the Markdown report then compares
     it against the clean condition. ``extra`` holds anything else worth recording.
+    ``partial`` is None for a finished run; a run stopped early (Ctrl-C) says there how far it got,
+    and every output marks it.
     """
 
     checkpoint: str | None = None
@@ -116,6 +119,7 @@ class ReportMeta:
     mpft_version: str = field(default_factory=_mpft_version)
     created: str = field(default_factory=_now)
     skipped: list[SkippedFile] = field(default_factory=list)
+    partial: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -314,8 +318,20 @@ def _thr(v: float | None) -> str:
     return "–" if v is None else f"{v:.4g}"
 
 
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def display_name(s: str) -> str:
+    """``s`` on one line: control characters (a newline in a folder name) shown escaped, as ``\\n``.
+
+    Generator names are folder names, which may hold any character but ``/``; a raw newline would
+    break a table row in two. Escaped rather than dropped, so two names never look alike.
+    """
+    return _CONTROL_RE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), s)
+
+
 def _md_cell(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
+    return display_name(s).replace("|", "\\|")
 
 
 def _md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -541,9 +557,9 @@ def _meta_lines(meta: ReportMeta) -> list[str]:
         ("mpft", meta.mpft_version),
         ("created", meta.created),
     ]
-    lines = [f"- {k}: {v}" for k, v in items if v is not None]
+    lines = [f"- {k}: {display_name(str(v))}" for k, v in items if v is not None]
     for k, v in meta.extra.items():
-        lines.append(f"- {k}: {v}")
+        lines.append(f"- {k}: {display_name(str(v))}")
     if meta.skipped:
         by_reason = ", ".join(f"{r}: {n}" for r, n in meta.skipped_by_reason.items())
         lines.append(f"- skipped files: {len(meta.skipped)} ({by_reason})")
@@ -555,7 +571,11 @@ def _meta_lines(meta: ReportMeta) -> list[str]:
 def render_markdown(report: EvalReport) -> str:
     """The Markdown report as a string (see :func:`write_markdown`)."""
     base = report.condition()
-    lines = ["# mpft evaluation report", "", *_meta_lines(report.meta), ""]
+    lines = ["# mpft evaluation report", ""]
+    if report.meta.partial:
+        lines += [f"**PARTIAL RESULTS**: {_md_cell(report.meta.partial)}. Figures cover only the images "
+                  "scored before the run stopped; the interrupted condition has no intervals.", ""]
+    lines += [*_meta_lines(report.meta), ""]
     lines += [
         f"## Per-generator results ({base.name})",
         "",
@@ -593,7 +613,10 @@ def console_table(report: EvalReport, condition: str | None = None) -> Table:
     cond = report.condition(condition)
     rows = cond.rows
     cal, oracle = _has(rows, "threshold_cal"), _has(rows, "oracle_acc")
-    table = Table(title=f"mpft evaluation: {cond.name} (figures in %)")
+    title = f"mpft evaluation: {display_name(cond.name)} (figures in %)"
+    if report.meta.partial:
+        title = f"PARTIAL ({display_name(report.meta.partial)}) - {title}"
+    table = Table(title=title)
     for col in ("generator", "real", "fake", "real acc", "fake acc", "acc", "AP", "AUC"):
         table.add_column(col, justify="left" if col == "generator" else "right")
     if cal:
@@ -603,7 +626,7 @@ def console_table(report: EvalReport, condition: str | None = None) -> Table:
     gens = _generators(rows)
     for name, m in _ordered_rows(rows):
         cells = [
-            name if name != "mean" else "mean (unweighted)",
+            display_name(name) if name != "mean" else "mean (unweighted)",
             str(m.n_real),
             str(m.n_fake),
             _pct(m.real_acc),

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mpft.checkpoint import CONFIG_NAME, DetectorConfig, load_checkpoint
 from mpft.data.dataset import ImageDataset
@@ -52,7 +53,7 @@ from mpft.evaluate.report import (
 )
 from mpft.inference import score_dataset
 from mpft.model import DetectorModel
-from mpft.precision import apply_precision, precision_device
+from mpft.precision import apply_precision, check_precision, precision_device, resolve_precision
 from mpft.runtime import DistInfo, init_distributed, local_device, resolve_device, seed_everything
 from mpft.tam import MASK_STRATEGIES, MaskConfig
 
@@ -62,6 +63,7 @@ __all__ = [
     "DEFAULT_SWEEP_N_BOOT",
     "EVAL_SPLITS",
     "EvalData",
+    "EvalInterrupted",
     "evaluate",
     "eval_split",
     "parse_mask",
@@ -74,6 +76,18 @@ DEFAULT_SWEEP_N_BOOT = 200
 #: Split folders an evaluation uses, in order of preference (GenImage's test split is ``val``).
 EVAL_SPLITS = ("val", "test")
 NORMALIZE_PREFIX = "normalize:"
+
+
+class EvalInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`evaluate`; ``report`` holds what was scored (``report.meta.partial`` says how far).
+
+    A KeyboardInterrupt, so code that stops on Ctrl-C still stops (``mpft eval`` exits 130); the
+    partial report has already been written to ``out`` when one was given.
+    """
+
+    def __init__(self, report: EvalReport) -> None:
+        super().__init__(report.meta.partial)
+        self.report = report
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,6 +301,30 @@ def _strip_source(path: str, reason: str) -> str:
     return reason[len(path) + 2 :] if reason.startswith(f"{path}: ") else reason
 
 
+#: Seconds of scoring per chunk: what a Ctrl-C can lose at most, and the spacing of fresh DataLoaders.
+CHUNK_SECONDS = 30.0
+#: Batches in the first chunk, before the scoring speed is known.
+FIRST_CHUNK_BATCHES = 1
+
+
+@dataclass
+class _Scored:
+    """Scores (n,) with NaN where not scored, failure reasons by index, and whether Ctrl-C cut it short."""
+
+    scores: np.ndarray
+    errors: dict[int, str]
+    interrupted: bool = False
+
+    def attempted(self) -> int:
+        return int((~np.isnan(self.scores)).sum()) + len(self.errors)
+
+
+def _mask_is_random(mask: MaskConfig | None) -> bool:
+    # score_dataset seeds one generator per call: chunks would draw different random masks than one
+    # call, so random masks are scored in one piece (as before chunking) to keep results unchanged.
+    return mask is not None and mask.active and (mask.strategy == "random" or mask.temperature > 0)
+
+
 def _score(
     model: DetectorModel,
     dataset: ImageDataset,
@@ -295,31 +333,54 @@ def _score(
     desc: str,
     progress: bool,
     **kw: Any,
-) -> tuple[np.ndarray, dict[int, str]] | None:
-    """Scores (n,) with NaN where failed, and {index: reason}; None on ranks other than 0.
+) -> _Scored | None:
+    """Score ``dataset`` in chunks; None on ranks other than 0 (under torchrun rank 0 gathers).
 
-    Under torchrun rank r scores indices ``r::world`` and rank 0 gathers everything.
+    Each chunk is a whole number of batches, so batches (and the float bits of the scores) are
+    those of one pass over the data. Chunks grow to about :data:`CHUNK_SECONDS` of work: a Ctrl-C
+    in a single-process run loses at most the chunk in flight, and everything scored before it
+    is returned with ``interrupted=True``. Under torchrun an interrupt is raised as it is (the
+    other ranks cannot be gathered any more).
     """
     n = len(dataset)
-    indices = list(range(dist_info.rank, n, dist_info.world_size)) if dist_info.enabled else None
-    scores, errors = score_dataset(
-        model, dataset, indices=indices, desc=desc, progress=progress and dist_info.is_main, **kw
-    )
+    mine = list(range(dist_info.rank, n, dist_info.world_size)) if dist_info.enabled else list(range(n))
+    batch_size = int(kw.get("batch_size", 32))
+    result = _Scored(np.full(n, np.nan, dtype=np.float64), {})
+    chunk = len(mine) if _mask_is_random(kw.get("mask")) else batch_size * FIRST_CHUNK_BATCHES
+    bar = tqdm(total=len(mine), desc=desc, unit="img", disable=not (progress and dist_info.is_main),
+               leave=False, dynamic_ncols=True)
+    start = 0
+    try:
+        while start < len(mine):
+            idx = mine[start : start + max(chunk, 1)]
+            t0 = time.perf_counter()
+            scores, errors = score_dataset(model, dataset, indices=idx, desc=desc, progress=False, **kw)
+            result.scores[idx] = scores[idx]
+            result.errors.update(errors)
+            start += len(idx)
+            bar.update(len(idx))
+            rate = len(idx) / max(time.perf_counter() - t0, 1e-9)
+            chunk = batch_size * max(1, math.ceil(rate * CHUNK_SECONDS / batch_size))
+    except KeyboardInterrupt:
+        if dist_info.enabled:
+            raise
+        result.interrupted = True
+    finally:
+        bar.close()
     if not dist_info.enabled:
-        return scores, errors
+        return result
     import torch.distributed as dist
 
-    mine = (indices or [], scores[indices or []].tolist(), errors)
+    part = (mine, result.scores[mine].tolist(), result.errors)
     gathered: list[Any] | None = [None] * dist_info.world_size if dist_info.is_main else None
-    dist.gather_object(mine, gathered, dst=0)
+    dist.gather_object(part, gathered, dst=0)
     if not dist_info.is_main:
         return None
-    full = np.full(n, np.nan, dtype=np.float64)
-    all_errors: dict[int, str] = {}
+    full = _Scored(np.full(n, np.nan, dtype=np.float64), {})
     for idx, vals, errs in gathered or []:
-        full[np.asarray(idx, dtype=np.int64)] = np.asarray(vals, dtype=np.float64)
-        all_errors.update(errs)
-    return full, all_errors
+        full.scores[np.asarray(idx, dtype=np.int64)] = np.asarray(vals, dtype=np.float64)
+        full.errors.update(errs)
+    return full
 
 
 # --------------------------------------------------------------------------------------------------
@@ -398,12 +459,18 @@ def evaluate(
         n_boot: bootstrap resamples of the clean condition's AP/AUC intervals (0 skips them).
         sweep_n_boot: resamples for the perturbed and normalised conditions; default
             ``min(n_boot, DEFAULT_SWEEP_N_BOOT)``.
-        precision: "fp32", "bf16" (autocast) or "int8" (CPU only); see :mod:`mpft.precision`.
+        precision: "fp32", "bf16" (autocast), "int8" (CPU only) or "auto" (bf16 on CPUs with
+            native bf16, else fp32); see :mod:`mpft.precision`. metrics.json records the one used.
         encoder: an already-loaded backbone (skips loading it again).
         progress: progress bar on stderr; default when stderr is a terminal.
 
     Returns:
         The report; None on torchrun ranks other than 0 (they only score their share).
+
+    Interrupts: Ctrl-C in a single-process run stops scoring, writes what was scored (at most the
+    last ~30 s of work is lost; ``meta.partial`` says where it stopped; the interrupted condition
+    has no bootstrap intervals) and raises :class:`EvalInterrupted`, a KeyboardInterrupt carrying
+    the report. Under torchrun, or before any test image was scored, a plain KeyboardInterrupt.
 
     Raises:
         ConfigError: bad option values or specs. DataError: missing or unusable data.
@@ -437,6 +504,8 @@ def evaluate(
     cal_samples = _calibration_reals(calibrate_on, layout) if calibrate_on is not None else None
 
     device0 = resolve_device(device)
+    precision_requested = precision
+    precision = resolve_precision(precision, device0)
     was_initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
     dist_info = init_distributed(device0)
     try:
@@ -467,6 +536,7 @@ def evaluate(
             encoder=encoder,
             progress=progress,
             precision=precision,
+            precision_requested=check_precision(precision_requested),
         )
     finally:
         if dist_info.enabled and not was_initialised:
@@ -501,6 +571,7 @@ def _run(
     encoder: Any,
     progress: bool,
     precision: str = "fp32",
+    precision_requested: str = "fp32",
 ) -> EvalReport | None:
     from mpft.detector import Detector
 
@@ -523,11 +594,14 @@ def _run(
         ds = ImageDataset(cal_samples, policy, train=False, seed=seed)
         got = _score(model, ds, dist_info=dist_info, desc="calibrating", progress=progress, **score_kw)
         if got is not None:
-            cal_scores, cal_errors = got
-            for i, reason in sorted(cal_errors.items()):
+            if got.interrupted:
+                # no test image scored yet: nothing worth a report
+                log.warning("interrupted while calibrating: nothing written")
+                raise KeyboardInterrupt
+            for i, reason in sorted(got.errors.items()):
                 path = str(cal_samples[i].path)
                 skipped[path] = f"calibration: {_strip_source(path, reason)}"
-            ok = cal_scores[~np.isnan(cal_scores)]
+            ok = got.scores[~np.isnan(got.scores)]
             if ok.size == 0:
                 raise DataError(f"--calibrate-on {calibrate_on}: none of its real images could be read")
             threshold_cal = threshold_at_fpr(ok, target_fpr)
@@ -545,41 +619,76 @@ def _run(
     conditions: list[Condition] = []
     score_rows: list[ScoreRow] = []
     n_scored: dict[str, int] = {}
+    n_failed: dict[str, int] = {}
     seconds = 0.0
-    for plan in plans:
-        ds = ImageDataset(
-            samples, policy, train=False, perturbation=plan.perturbation,
-            normalize_format=plan.normalize_format, seed=seed,
-        )
-        t0 = time.perf_counter()
-        got = _score(model, ds, dist_info=dist_info, desc=plan.name, progress=progress, **score_kw)
-        seconds += time.perf_counter() - t0
-        if got is None:
-            continue
-        scores, errors = got
-        for i, reason in sorted(errors.items()):
-            if paths[i] in skipped:
-                continue
-            why = _strip_source(paths[i], reason)
-            skipped[paths[i]] = why if plan.name == CLEAN else f"{plan.name}: {why}"
-        ok = ~np.isnan(scores)
+    # Set when Ctrl-C stops a single-process run: what was scored is still reported, marked partial.
+    partial: str | None = None
+    pending: tuple[_Plan, _Scored] | None = None  # scored, metrics not computed yet
+
+    def add_condition(plan: _Plan, got: _Scored, n_boot: int) -> None:
+        ok = ~np.isnan(got.scores)
         if not ok.any():
-            raise DataError(f"no image could be scored under condition {plan.name!r} ({len(errors)} failed)")
-        n_scored[plan.name] = int(ok.sum())
+            if got.interrupted:
+                return
+            raise DataError(f"no image could be scored under condition {plan.name!r} ({len(got.errors)} failed)")
         rows = group_metrics(
-            labels[ok], scores[ok], generators[ok], real_pool=eval_data.real_pool,
-            threshold=0.5, calibrated_threshold=threshold_cal, oracle=oracle, n_boot=plan.n_boot, seed=seed,
+            labels[ok], got.scores[ok], generators[ok], real_pool=eval_data.real_pool,
+            threshold=0.5, calibrated_threshold=threshold_cal, oracle=oracle, n_boot=n_boot, seed=seed,
         )
         conditions.append(Condition(plan.name, plan.perturbation.name if plan.perturbation else None, rows))
         score_rows.extend(
-            ScoreRow(paths[i], str(generators[i]), int(labels[i]), float(scores[i]), plan.name)
+            ScoreRow(paths[i], str(generators[i]), int(labels[i]), float(got.scores[i]), plan.name)
             for i in np.flatnonzero(ok)
         )
+
+    try:
+        for plan in plans:
+            ds = ImageDataset(
+                samples, policy, train=False, perturbation=plan.perturbation,
+                normalize_format=plan.normalize_format, seed=seed,
+            )
+            t0 = time.perf_counter()
+            got = _score(model, ds, dist_info=dist_info, desc=plan.name, progress=progress, **score_kw)
+            seconds += time.perf_counter() - t0
+            if got is None:
+                continue
+            for i, reason in sorted(got.errors.items()):
+                if paths[i] in skipped:
+                    continue
+                why = _strip_source(paths[i], reason)
+                skipped[paths[i]] = why if plan.name == CLEAN else f"{plan.name}: {why}"
+            n_scored[plan.name] = int((~np.isnan(got.scores)).sum())
+            n_failed[plan.name] = len(got.errors)
+            if got.interrupted:
+                partial = (f"interrupted during condition {plan.name!r} after {got.attempted()} of "
+                           f"{len(samples)} images")
+                pending = (plan, got)
+                break
+            pending = (plan, got)
+            add_condition(plan, got, plan.n_boot)
+            pending = None
+    except KeyboardInterrupt:
+        if dist_info.enabled:
+            raise
+        # Ctrl-C while computing a finished condition's intervals: report its scores without them
+        partial = partial or (f"interrupted while computing the metrics of {pending[0].name!r}"
+                              if pending else "interrupted")
+    if partial is not None:
+        if pending is not None:
+            # intervals skipped: the user asked to stop, and 1000 resamples cost ~2 s per row
+            add_condition(pending[0], pending[1], 0)
+        if not conditions:
+            log.warning("%s: no image was scored, nothing written", partial)
+            raise KeyboardInterrupt
     if not main:
         return None
 
-    n_images = len(samples) * len(plans)
-    log.info("scored %d images in %.1f s (%.1f images/s)", n_images, seconds, n_images / max(seconds, 1e-9))
+    n_attempted = sum(n_scored.values()) + sum(n_failed.values())
+    log.info(
+        "scored %d of %d images (%d could not be read) in %.1f s (%.1f images/s)",
+        sum(n_scored.values()), n_attempted, sum(n_failed.values()), seconds,
+        sum(n_scored.values()) / max(seconds, 1e-9),
+    )
     thresholds: dict[str, float | None] = {"fixed": 0.5}
     if threshold_cal is not None:
         thresholds["calibrated" if cal_samples is not None else "stored"] = threshold_cal
@@ -594,6 +703,7 @@ def _run(
         real_pool=eval_data.real_pool,
         normalize_format_condition=plans[-1].name if normalize_format is not None else None,
         skipped=[SkippedFile(p, r) for p, r in sorted(skipped.items())],
+        partial=partial,
         extra={
             "layout": layout if real is None else "fake folders + shared real pool",
             "splits": {k: v for k, v in eval_data.splits.items() if v is not None} or None,
@@ -604,10 +714,13 @@ def _run(
             "normalize_format": normalize_format,
             "mask_at_inference": mask_cfg.to_dict() if mask_cfg is not None else None,
             "precision": precision,
+            "precision_requested": precision_requested if precision_requested != precision else None,
             "n_boot": n_boot,
             "sweep_n_boot": sweep_n_boot if len(plans) > 1 else None,
             "counts": summarize(samples),
             "n_scored": n_scored,
+            "n_failed": n_failed,
+            "conditions_planned": [p.name for p in plans] if partial is not None else None,
         },
     )
     meta.extra = {k: v for k, v in meta.extra.items() if v is not None}
@@ -616,4 +729,8 @@ def _run(
         write_all(report, out, real_pool=eval_data.real_pool)
     if skipped:
         log.warning("%d files were skipped (listed in metrics.json under meta.skipped)", len(skipped))
+    if partial is not None:
+        where = f" to {out}" if out is not None else ""
+        log.warning("%s; partial report (marked partial) written%s", partial, where)
+        raise EvalInterrupted(report)
     return report
