@@ -375,7 +375,7 @@ def test_fifo_in_folder_gets_a_row_or_a_counted_skip(capsys, ckpt, tmp_path, cap
     assert sorted(rows) == ["a.png", "pipe.jpg"]  # named like an image: an error row
     assert rows["a.png"]["verdict"] != "error"
     assert rows["pipe.jpg"]["verdict"] == "error" and "named pipe" in rows["pipe.jpg"]["error"]
-    assert "skipped 1 entries" in caplog.text + err  # the other FIFO: counted, not scored
+    assert "skipped 1 entry" in caplog.text + err  # the other FIFO: counted, not scored
 
 
 def test_symlink_loops_are_error_rows(capsys, ckpt, tmp_path):

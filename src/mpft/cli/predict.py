@@ -51,7 +51,7 @@ def predict_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     max_pixels: int | None = typer.Option(
         None, "--max-pixels", help="Largest image (width x height) decoded; larger ones get an error row. Default "
-        "64000000 (64 MP, ~192 MB of pixels per decoding image). A 108 MP phone photo needs 108000000.",
+        "64000000 (64 MP, ~256 MB of pixels per decoding image). A 108 MP phone photo needs 108000000.",
         show_default=False,
     ),
     precision: str = typer.Option(

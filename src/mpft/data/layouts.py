@@ -236,8 +236,9 @@ def log_skipped(folder: str | os.PathLike[str], skipped: Sequence[tuple[Path, st
         return
     shown = "; ".join(f"{p}: {reason}" for p, reason in skipped[:3])
     more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
-    log.warning("%s: skipped %d entries that are not regular files or are looping links (%s%s)",
-                folder, len(skipped), shown, more)
+    noun = "entry that is not a regular file or is a looping link" if len(skipped) == 1 else \
+        "entries that are not regular files or are looping links"
+    log.warning("%s: skipped %d %s (%s%s)", folder, len(skipped), noun, shown, more)
 
 
 def _dir_names(folder: Path) -> set[str]:
