@@ -331,3 +331,16 @@ def test_reduced_precisions_score_close_to_fp32(
         assert not np.array_equal(s, s_ref), precision
         assert np.max(np.abs(s - s_ref)) < 0.05, precision
         assert got.meta.extra["precision"] == precision
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_precision_auto_is_resolved_and_recorded(
+    eval_checkpoint: Path, ufd_tree: Path, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    import mpft.precision as prec
+
+    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda flags=None: native)
+    report = evaluate(eval_checkpoint, [ufd_tree], out=None, n_boot=0, device="cpu", precision="auto")
+    used = "bf16" if native else "fp32"
+    assert report.meta.extra["precision"] == used and report.meta.extra["precision_requested"] == "auto"
+    assert report.meta.model_id.endswith("-bf16") is native
