@@ -93,3 +93,19 @@ def test_bf16_speed_claims_state_the_cpu_condition(where: str) -> None:
     claims = [s for t in texts for s in _sentences(t) if "bf16" in s and re.search(r"faster|\d(\.\d+)?x\b|within", s)]
     for sentence in claims:
         assert re.search(r"AVX512.?BF16|AMX|native bf16", sentence, re.I), sentence
+
+
+def test_predict_doc_band_default_names_each_checkpoint_kind() -> None:
+    # "Default: the checkpoint's uncertain_band (0.1)" read as a contradiction of the shipped
+    # detector's 0.05: the doc gives both values, each with the checkpoint it belongs to
+    import json
+
+    from mpft.checkpoint import DetectorConfig
+    from mpft.detector import DEFAULT_DETECTOR_DIR
+
+    shipped = json.loads((DEFAULT_DETECTOR_DIR / "config.json").read_text(encoding="utf-8"))["uncertain_band"]
+    trained = DetectorConfig.__dataclass_fields__["uncertain_band"].default
+    doc = (ROOT / "docs" / "predict.md").read_text(encoding="utf-8")
+    band = re.sub(r"\s+", " ", doc.split("- `--band B`", 1)[1].split("\n- ", 1)[0])
+    assert re.search(rf"\b{shipped:g} for the shipped default detector", band), band
+    assert re.search(rf"\b{trained:g} for a checkpoint written by `mpft train`", band), band
