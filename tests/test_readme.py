@@ -109,3 +109,21 @@ def test_predict_doc_band_default_names_each_checkpoint_kind() -> None:
     band = re.sub(r"\s+", " ", doc.split("- `--band B`", 1)[1].split("\n- ", 1)[0])
     assert re.search(rf"\b{shipped:g} for the shipped default detector", band), band
     assert re.search(rf"\b{trained:g} for a checkpoint written by `mpft train`", band), band
+
+
+def test_train_doc_covers_every_option_and_keeps_a_place_for_real_world_training() -> None:
+    import typer
+
+    from mpft.cli import app
+
+    doc = (ROOT / "docs" / "train.md").read_text(encoding="utf-8")
+    assert "docs/train.md" in README
+    command = typer.main.get_command(app).commands["train"]
+    for param in command.params:
+        if param.name == "help":
+            continue
+        names = [o for o in [*param.opts, *getattr(param, "secondary_opts", [])] if o.startswith("--")]
+        shown = names or [param.name.upper()]
+        assert any(f"`{n}" in doc for n in shown), f"docs/train.md does not describe {shown}"
+    assert "## Resuming" in doc and "bit-identical" in doc
+    assert "## Training for real-world images" in doc
