@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from mpft.data.layouts import IMAGE_SUFFIXES, log_skipped, scan_folder
+from mpft.display import display_name
 from mpft.errors import ConfigError
 from mpft.fsutil import link_problem
 
@@ -235,6 +236,9 @@ class CsvWriter(RowWriter):
 class TableWriter(RowWriter):
     """Aligned text for people: path, probability (4 digits), verdict, model id, then error or notes.
 
+    Each row is one line: control characters in a cell (a newline or carriage return in a file
+    name) are shown escaped (``\\n``), as in the evaluation report; csv and json keep exact names.
+
     Args:
         path_width: width of the path column (longest input path, capped); longer paths
             push their row's other cells right instead of being cut.
@@ -254,6 +258,8 @@ class TableWriter(RowWriter):
         self._emit(self._line(self.HEADER))
 
     def _line(self, cells: Sequence[str]) -> str:
+        # control characters escaped (a newline in a file name) before padding: one line per row
+        cells = [display_name(c) for c in cells]
         padded = [c.ljust(w) for c, w in zip(cells, self.widths, strict=False)]
         return "  ".join([*padded, *cells[len(self.widths):]]).rstrip() + "\n"
 

@@ -19,6 +19,7 @@ from mpft.data.layouts import (
     limit_per_class,
     list_images,
     require_both_classes,
+    scan_folder,
     single_class,
     split_folders,
     summarize,
@@ -46,8 +47,12 @@ def test_list_images_by_content(tmp_path: Path) -> None:
     write_image(tmp_path / ".hidden.png")
     write_image(tmp_path / ".cache" / "x.png")
     write_image(tmp_path / "sub dir" / "deep (1).png")
+    (tmp_path / "notes.txt").write_text("not an image either")
     found = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
-    assert found == ["1000 (6).jpg", "a.b.c.png", "misleading.txt", "plain.png", "sub dir/deep (1).png"]
+    # notes.jpg is listed by its name, so it fails to decode and is reported rather than lost
+    assert found == ["1000 (6).jpg", "a.b.c.png", "misleading.txt", "notes.jpg", "plain.png", "sub dir/deep (1).png"]
+    scan = scan_folder(tmp_path)
+    assert [p.name for p in scan.misnamed] == ["notes.jpg"] and tmp_path / "notes.jpg" not in scan.images
     assert "sub dir/deep (1).png" not in [p.name for p in list_images(tmp_path, recursive=False)]
 
 

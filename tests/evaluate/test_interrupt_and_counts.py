@@ -128,10 +128,6 @@ def test_log_counts_images_scored_not_images_found(
     assert len(report.meta.skipped) == 1  # listed once, whatever the number of conditions
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs data/layouts.list_images to return FolderScan.misnamed too (owned there; see issue 13 item 8)",
-)
 def test_empty_and_non_image_files_named_like_images_are_skipped_not_lost(
     eval_checkpoint: Path, genimage_tree: Path
 ) -> None:

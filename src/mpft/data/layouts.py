@@ -210,7 +210,12 @@ def scan_folder(folder: str | os.PathLike[str], recursive: bool = True) -> Folde
 
 
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder`` recognised by content, sorted, hidden files and dirs skipped.
+    """Image files under ``folder``, sorted, hidden files and dirs skipped.
+
+    A file is an image by its content (any extension), or by its name: a regular file named
+    like an image (:data:`IMAGE_SUFFIXES`) whose content is not one (an empty ``x.jpg``, a text
+    file ``notes.jpg``; :attr:`FolderScan.misnamed`) is listed too, so it becomes a sample that
+    fails to decode and is reported as skipped instead of vanishing from the counts.
 
     Entries that are not read (FIFOs, sockets, devices, looping symbolic links) are logged
     with a count; :func:`scan_folder` returns them.
@@ -227,7 +232,7 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     """
     scan = scan_folder(folder, recursive)
     log_skipped(folder, scan.skipped)
-    return scan.images
+    return sorted([*scan.images, *scan.misnamed])
 
 
 def log_skipped(folder: str | os.PathLike[str], skipped: Sequence[tuple[Path, str]]) -> None:

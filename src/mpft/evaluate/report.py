@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from rich.table import Table
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from mpft.display import display_name
 from mpft.errors import ConfigError, DataError
 from mpft.evaluate.metrics import MEAN_METHOD, Metrics, generator_groups, validate_inputs
 from mpft.fsutil import atomic_file
@@ -316,18 +317,6 @@ def _pct_ci(v: float | None, ci: Sequence[float] | None) -> str:
 
 def _thr(v: float | None) -> str:
     return "–" if v is None else f"{v:.4g}"
-
-
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def display_name(s: str) -> str:
-    """``s`` on one line: control characters (a newline in a folder name) shown escaped, as ``\\n``.
-
-    Generator names are folder names, which may hold any character but ``/``; a raw newline would
-    break a table row in two. Escaped rather than dropped, so two names never look alike.
-    """
-    return _CONTROL_RE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), s)
 
 
 def _md_cell(s: str) -> str:
