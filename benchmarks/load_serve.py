@@ -1,19 +1,21 @@
 """Load test of ``mpft serve``: a bounded burst of good and malformed uploads over loopback.
 
-Starts the server (a tiny random-weights detector unless --model is given) in a subprocess on
-127.0.0.1, waits for /readyz, then sends --requests requests from this process with --clients
-concurrent httpx clients. Each request is one of: a valid image, several images, a text file
-named .png, a truncated PNG, a body over the upload cap, an empty file, a decompression-bomb
-header. Prints counts per kind and status, latency percentiles, the server's peak RSS
-(VmHWM) and a JSON summary (last line of stdout).
+Starts the server (a tiny random-weights detector, the shipped one with ``--model default``, or a
+checkpoint directory) in a subprocess on 127.0.0.1, waits for /readyz, then sends --requests
+requests from this process with --clients concurrent httpx clients. Each request is one of: a
+valid image, several images, a text file named .png, a truncated PNG, a body over the upload
+cap, an empty file, a decompression-bomb header. Prints counts per kind and status, latency
+percentiles, scored images per second, the server's batching counters (from /readyz), its
+peak RSS (VmHWM) and a JSON summary (last line of stdout).
 
 Exit status: 0 when every response had the status its kind allows (200 or the intended 503
-for model work; 413/415/422 for the malformed kinds), 1 otherwise (any other status, any
-transport error, an access-log mismatch, or the server dying), 2 on bad arguments.
+for model work, unless --fail-on-503; 413/415/422 for the malformed kinds), 1 otherwise (any
+other status, any transport error, an access-log mismatch, or the server dying), 2 on bad
+arguments.
 
-    python benchmarks/load_serve.py                      # 300 requests, tiny model
+    python benchmarks/load_serve.py                      # 300 requests, 16 clients, tiny model
     python benchmarks/load_serve.py --requests 40 --clients 3
-    python benchmarks/load_serve.py --model runs/x/best --requests 100
+    python benchmarks/load_serve.py --model default --requests 200 --fail-on-503
 """
 
 from __future__ import annotations
@@ -122,10 +124,17 @@ def build_tiny_checkpoint(directory: Path) -> Path:
 class Server:
     """``python -m mpft serve`` on 127.0.0.1, port chosen by the OS; stderr drained in a thread."""
 
-    def __init__(self, model: Path, args: argparse.Namespace):
-        cmd = [sys.executable, "-m", "mpft", "-q", "serve", "--model", str(model),
-               "--host", HOST, "--port", "0", "--max-upload-mb", str(args.max_upload_mb),
-               "--max-concurrency", str(args.max_concurrency), "--queue-timeout", str(args.queue_timeout)]
+    def __init__(self, model: Path | None, args: argparse.Namespace):
+        cmd = [sys.executable, "-m", "mpft", "-q", "serve", "--host", HOST, "--port", "0",
+               "--max-upload-mb", str(args.max_upload_mb)]
+        if model is not None:  # None: the shipped detector
+            cmd += ["--model", str(model)]
+        # unset options keep the server's defaults, which are what a user gets
+        for opt, value in (("--max-concurrency", args.max_concurrency), ("--queue-timeout", args.queue_timeout),
+                           ("--batch-size", args.batch_size), ("--batch-window-ms", args.batch_window_ms),
+                           ("--precision", args.precision)):
+            if value is not None:
+                cmd += [opt, str(value)]
         if args.threads:
             cmd += ["--workers-threads", str(args.threads)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -171,6 +180,14 @@ class Server:
                 time.sleep(0.1)
         raise RuntimeError(f"server not ready within {timeout:.0f} s")
 
+    def queue_stats(self, url: str) -> dict:
+        """The server's batching counters (``/readyz`` ``queue``); empty if it does not report them."""
+        try:
+            with httpx.Client(base_url=url, timeout=5) as c:
+                return c.get("/readyz").json().get("queue", {})
+        except (httpx.HTTPError, ValueError):
+            return {}
+
     def memory_kb(self) -> dict[str, int]:
         out = {}
         try:
@@ -202,6 +219,7 @@ class Outcome:
     status: int | None  # None: transport error
     latency_ms: float
     problem: str | None = None
+    scored: int = 0  # images with a probability in a 200 response
 
 
 def check_body(kind: str, n_files: int, resp: httpx.Response) -> str | None:
@@ -228,7 +246,7 @@ def check_body(kind: str, n_files: int, resp: httpx.Response) -> str | None:
 
 
 def run_load(url: str, plan: list[tuple[str, list]], clients: int, deadline: float,
-             req_timeout: float) -> list[Outcome]:
+             req_timeout: float, fail_on_503: bool = False) -> list[Outcome]:
     local = threading.local()
 
     def one(item: tuple[str, list]) -> Outcome | None:
@@ -244,10 +262,14 @@ def run_load(url: str, plan: list[tuple[str, list]], clients: int, deadline: flo
             ms = (time.perf_counter() - t0) * 1000
             return Outcome(kind, None, ms, f"{kind}: {type(exc).__name__}: {exc}")
         ms = (time.perf_counter() - t0) * 1000
-        if resp.status_code not in EXPECTED[kind]:
+        if resp.status_code not in EXPECTED[kind] or (fail_on_503 and resp.status_code == 503):
             return Outcome(kind, resp.status_code, ms, f"{kind}: unexpected status {resp.status_code}: "
                                                        f"{resp.text[:200]}")
-        return Outcome(kind, resp.status_code, ms, check_body(kind, len(parts), resp))
+        problem = check_body(kind, len(parts), resp)
+        scored = 0
+        if resp.status_code == 200 and problem is None:
+            scored = sum(r.get("probability") is not None for r in resp.json()["results"])
+        return Outcome(kind, resp.status_code, ms, problem, scored)
 
     with ThreadPoolExecutor(max_workers=clients, thread_name_prefix="client") as pool:
         outcomes = [o for o in pool.map(one, plan) if o is not None]
@@ -264,12 +286,18 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, help="checkpoint directory (default: tiny random-weights detector)")
+    ap.add_argument("--model", default="tiny",
+                    help="tiny (random-weights, 32 px; the default), default (the shipped detector) "
+                         "or a checkpoint directory")
     ap.add_argument("--requests", type=int, default=300, help="requests to send (1..5000)")
-    ap.add_argument("--clients", type=int, default=4, help="concurrent clients (1..32)")
+    ap.add_argument("--clients", type=int, default=16, help="concurrent clients (1..32)")
     ap.add_argument("--max-upload-mb", type=float, default=1.0, help="server upload cap (small: cheap 413s)")
-    ap.add_argument("--max-concurrency", type=int, default=2, help="server model slots")
-    ap.add_argument("--queue-timeout", type=float, default=0.1, help="server wait for a slot before 503")
+    ap.add_argument("--max-concurrency", type=int, help="server model workers (default: the server's)")
+    ap.add_argument("--queue-timeout", type=float, help="server queue timeout, s (default: the server's)")
+    ap.add_argument("--batch-size", type=int, help="server images per forward pass (default: the server's)")
+    ap.add_argument("--batch-window-ms", type=float, help="server batch window (default: the server's)")
+    ap.add_argument("--precision", help="server --precision (default: the server's)")
+    ap.add_argument("--fail-on-503", action="store_true", help="count any 503 as a problem (exit 1)")
     ap.add_argument("--threads", type=int, default=0, help="server torch threads (0: torch's default)")
     ap.add_argument("--time-budget", type=float, default=180.0, help="stop sending after this many seconds")
     ap.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for /readyz")
@@ -287,7 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = [(k, rng.choice(payloads[k])) for k in kinds]
 
     with tempfile.TemporaryDirectory(prefix="mpft-load-") as tmp:
-        model = args.model or build_tiny_checkpoint(Path(tmp) / "tiny")
+        if args.model == "tiny":
+            model: Path | None = build_tiny_checkpoint(Path(tmp) / "tiny")
+        else:
+            model = None if args.model == "default" else Path(args.model)
         server = Server(model, args)
         problems: list[str] = []
         try:
@@ -296,10 +327,12 @@ def main(argv: list[str] | None = None) -> int:
             ready_s = time.monotonic() - t_start
             mem_ready = server.memory_kb()
             t0 = time.perf_counter()
-            outcomes = run_load(url, plan, args.clients, time.monotonic() + args.time_budget, req_timeout=60)
+            outcomes = run_load(url, plan, args.clients, time.monotonic() + args.time_budget, req_timeout=120,
+                                fail_on_503=args.fail_on_503)
             wall = time.perf_counter() - t0
             time.sleep(0.3)  # let the last access lines arrive
             mem_end = server.memory_kb()
+            queue = server.queue_stats(url)
             alive = server.proc.poll() is None
         finally:
             rc = server.stop()
@@ -318,15 +351,21 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"filenames appear in the server log: {leaked[:2]}")
 
     ok_lat = [o.latency_ms for o in outcomes if o.status == 200 and o.kind in MODEL_KINDS]
+    scored = sum(o.scored for o in outcomes)
     summary = {
         "requests_planned": args.requests,
         "requests_sent": len(outcomes),
         "clients": args.clients,
-        "model": str(args.model) if args.model else "tiny (random:tiny, 32 px)",
+        "model": "tiny (random:tiny, 32 px)" if args.model == "tiny" else str(args.model),
         "server": {"max_upload_mb": args.max_upload_mb, "max_concurrency": args.max_concurrency,
-                   "queue_timeout_s": args.queue_timeout, "ready_s": round(ready_s, 2)},
+                   "queue_timeout_s": args.queue_timeout, "batch_size": args.batch_size,
+                   "batch_window_ms": args.batch_window_ms, "precision": args.precision,
+                   "threads": args.threads or None, "ready_s": round(ready_s, 2)},
         "wall_s": round(wall, 2),
         "throughput_rps": round(len(outcomes) / wall, 1) if wall > 0 else None,
+        "images_scored": scored,
+        "scored_images_per_s": round(scored / wall, 2) if wall > 0 else None,
+        "queue": queue,
         "status_counts": dict(sorted(by_status.items())),
         "by_kind": by_kind,
         "latency_ms_all": percentiles([o.latency_ms for o in outcomes]),
@@ -342,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     print(f"mpft serve load test: {len(outcomes)}/{args.requests} requests, {args.clients} clients, "
-          f"{wall:.1f} s, {summary['throughput_rps']} req/s")
+          f"{wall:.1f} s, {summary['throughput_rps']} req/s, {scored} images scored "
+          f"({summary['scored_images_per_s']} images/s)")
+    print(f"server queue: {queue}")
     print("status counts:", ", ".join(f"{k}: {v}" for k, v in summary["status_counts"].items()))
     for kind, counts in by_kind.items():
         print(f"  {kind:<10} {counts}")

@@ -67,7 +67,7 @@ def test_healthz_ok_while_model_loading_and_readyz_503_until_loaded():
         assert r.status_code == 200
         assert r.json()["model_id"] == "fake-model"
         assert fake.max_pixels == ServeSettings().max_pixels  # the app hands its limit to the decoder
-        assert fake.calls == 2  # warm-up and the timed prediction ran before ready
+        assert fake.batches == [1, 1, 4]  # warm-up, then timed batches of 1 and 4, before ready
 
 
 def test_readyz_reports_a_failed_load():

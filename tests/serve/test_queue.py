@@ -63,6 +63,7 @@ def test_sixteen_concurrent_clients_get_no_503_with_default_settings():
     img = png_bytes(seed=7)
     with live_server(app) as url:
         assert app.state.model.wait(10)
+        n_warmup = len(fake.batches)
         local = threading.local()
 
         def one(i: int) -> int:
@@ -73,16 +74,18 @@ def test_sixteen_concurrent_clients_get_no_503_with_default_settings():
         with ThreadPoolExecutor(16) as pool:
             statuses = list(pool.map(one, range(64)))
     assert statuses == [200] * 64
-    scored = fake.batches[2:]  # after the two warm-up calls
+    scored = fake.batches[n_warmup:]
     assert sum(scored) == 64
     assert len(scored) <= 16, f"{len(scored)} model calls for 64 requests: not batched ({scored})"
 
 
 def test_sheds_load_only_when_the_expected_wait_exceeds_the_queue_timeout():
-    # warm-up measures 0.3 s per image; with one request running past its estimate, the n-th
-    # queued image waits ~0.3 * (n - 1) s: four fit under 1.0 s, a fifth would not
+    # warm-up measures 0.3 s per 1-image batch; with one request running past its estimate, the
+    # n-th queued request (batch_size 1: one batch each) waits ~0.3 * (n - 1) s: four fit under
+    # 1.0 s, a fifth would not
     fake = FakeDetector(delay_s=0.3, by_content=True)
-    app = create_app(lambda: fake, ServeSettings(max_concurrency=1, queue_timeout_s=1.0, retry_after_s=1))
+    app = create_app(lambda: fake, ServeSettings(max_concurrency=1, queue_timeout_s=1.0, retry_after_s=1,
+                                                 batch_size=1))
     images = [png_bytes(seed=200 + i) for i in range(6)]
     with live_server(app) as url, ThreadPoolExecutor(6) as pool:
         assert app.state.model.wait(10)
@@ -102,8 +105,60 @@ def test_sheds_load_only_when_the_expected_wait_exceeds_the_queue_timeout():
     assert "expected wait" in refused.json()["detail"]
     assert int(refused.headers["retry-after"]) >= 1
     assert [r.status_code for r in responses] == [200] * 5
-    assert fake.batches[-1] == 4  # the admitted four were scored together
+    for i, r in enumerate(responses):
+        assert r.json()["results"][0]["probability"] == pytest.approx(fake.probability_of(images[i]))
     assert app.state.queue.stats()["shed"] == 1
+
+
+def test_requests_that_join_a_queued_batch_do_not_add_to_the_wait():
+    import asyncio
+
+    from mpft.serve.batching import BatchQueue, QueueFull
+
+    async def scenario() -> list[str]:
+        fake = FakeDetector(block=True)
+        q = BatchQueue(workers=1, batch_size=4, batch_window_s=0, queue_timeout_s=1.5)
+        q.observe_predict(1, 1.0)
+        q.observe_predict(4, 1.0)  # any batch takes 1 s: the cost is all fixed
+        q.start()
+        tasks = [asyncio.create_task(q.predict(fake, [b"running"]))]
+        await asyncio.to_thread(fake.entered.wait, 10)
+        await asyncio.sleep(1.1)  # the running batch is past its estimate: ~0 s left
+        outcome = []
+        try:
+            # 4 fit in the next batch (no wait), 4 more in the one after (1 s), the 9th is 2 s away
+            for i in range(9):
+                task = asyncio.create_task(q.predict(fake, [bytes([i])]))
+                await asyncio.sleep(0.01)
+                if task.done() and isinstance(task.exception(), QueueFull):
+                    outcome.append("shed")
+                else:
+                    outcome.append("queued")
+                    tasks.append(task)
+        finally:
+            fake.gate.set()
+            await asyncio.gather(*tasks)
+            await q.stop()
+        assert fake.batches == [1, 4, 4]
+        return outcome
+
+    assert asyncio.run(scenario()) == ["queued"] * 8 + ["shed"]
+
+
+def test_batch_cost_line_is_fitted_to_measurements():
+    from mpft.serve.batching import BatchCost
+
+    cost = BatchCost()
+    assert cost(16) > 0  # before any measurement: small but not zero
+    cost.observe(1, 2.0)
+    assert cost(8) == pytest.approx(16.0)  # one size seen: proportional, an upper bound
+    cost.observe(16, 12.5)
+    assert cost.a == pytest.approx(1.3) and cost.b == pytest.approx(0.7)
+    assert cost(16) == pytest.approx(12.5)
+    flat = BatchCost()
+    flat.observe(1, 5.0)
+    flat.observe(8, 4.0)  # noise: the bigger batch looked cheaper
+    assert flat.b == 0 and flat(16) == pytest.approx(4.5)
 
 
 def test_a_client_that_left_the_queue_is_not_scored():

@@ -35,6 +35,47 @@ log = logging.getLogger(__name__)
 # (queue_timeout_s=0 admits a request only when the model is idle and nothing is queued).
 _EPS_S = 1e-3
 _EMA_ALPHA = 0.3
+_WINDOW = 16  # recent batches the cost line is fitted to: it follows a machine's changing load
+
+
+class BatchCost:
+    """Seconds one ``predict`` of n images takes, ``a + b * n``, fitted to recent measurements.
+
+    Why a line and not seconds per image: a forward pass has a fixed cost, large on a busy CPU
+    (a 1-image batch took 4.4 s and a 16-image one 12.9 s on a shared 2-core machine), so a
+    per-image figure from small batches would call a full batch five times too expensive and
+    shed load that the queue can serve.
+    """
+
+    def __init__(self) -> None:
+        self._obs: deque[tuple[int, float]] = deque(maxlen=_WINDOW)
+        self.a = 0.0
+        self.b: float | None = None  # None: nothing measured yet
+
+    def observe(self, n: int, seconds: float) -> None:
+        if n <= 0 or seconds < 0:
+            return
+        self._obs.append((n, seconds))
+        ns = [float(x) for x, _ in self._obs]
+        ts = [t for _, t in self._obs]
+        mean_n, mean_t = sum(ns) / len(ns), sum(ts) / len(ts)
+        var_n = sum((x - mean_n) ** 2 for x in ns)
+        if var_n == 0:  # one batch size seen: all of the cost is per image, an upper bound
+            self.a, self.b = 0.0, mean_t / mean_n
+            return
+        b = sum((x - mean_n) * (t - mean_t) for x, t in zip(ns, ts, strict=True)) / var_n
+        a = mean_t - b * mean_n
+        if b < 0:  # noise: bigger batches looked cheaper; charge the mean for any size
+            a, b = mean_t, 0.0
+        elif a < 0:
+            a, b = 0.0, mean_t / mean_n
+        self.a, self.b = a, b
+
+    def __call__(self, n: int) -> float:
+        """Expected seconds for a batch of ``n`` images (a tiny positive figure before any measurement)."""
+        if self.b is None:
+            return _EPS_S
+        return max(self.a + self.b * n, _EPS_S)
 
 
 class QueueFull(Exception):
@@ -52,7 +93,7 @@ class QueueFull(Exception):
 
 @dataclass(eq=False)
 class _Job:
-    future: asyncio.Future
+    future: asyncio.Future | None  # None: a hypothetical job, for estimates
     det: Any = None
     items: Sequence[Any] | None = None  # a predict request's images
     fn: Callable[[], Any] | None = None  # or one exclusive call (an explanation)
@@ -80,7 +121,7 @@ class BatchQueue:
         self._inflight: dict[int, tuple[float, float]] = {}  # worker -> (start, estimated seconds)
         self._wakeup: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
-        self.s_per_image: float | None = None
+        self.batch_cost = BatchCost()
         self.s_per_call: float | None = None
         self.batches = 0
         self.images = 0
@@ -109,30 +150,58 @@ class BatchQueue:
     # ---- measurements ----------------------------------------------------------------------------
 
     def observe_predict(self, n_images: int, seconds: float) -> None:
-        """Fold one measured ``predict`` of ``n_images`` into the seconds-per-image estimate."""
-        if n_images <= 0 or seconds < 0:
-            return
-        s = seconds / n_images
-        self.s_per_image = s if self.s_per_image is None else (1 - _EMA_ALPHA) * self.s_per_image + _EMA_ALPHA * s
+        """Fold one measured ``predict`` of ``n_images`` into the batch-cost estimate."""
+        self.batch_cost.observe(n_images, seconds)
 
     def _observe_call(self, seconds: float) -> None:
         prev = self.s_per_call
         self.s_per_call = seconds if prev is None else (1 - _EMA_ALPHA) * prev + _EMA_ALPHA * seconds
 
-    def _cost(self, job: _Job) -> float:
-        if job.fn is not None:
-            # an explanation is at least one forward pass until one has been measured
-            return self.s_per_call or self.s_per_image or _EPS_S
-        return max(job.n_images * (self.s_per_image or 0.0), _EPS_S)
+    def _call_cost(self) -> float:
+        # an explanation is at least one forward pass until one has been measured
+        return self.s_per_call if self.s_per_call is not None else self.batch_cost(1)
 
-    def expected_wait_s(self) -> float:
-        """Seconds a request arriving now is expected to wait before a worker takes it."""
+    def _plan(self, extra: _Job | None = None) -> list[tuple[float, bool]]:
+        """The queue cut into the units ``_take`` will run: (expected seconds, holds ``extra``)."""
+        units: list[tuple[float, bool]] = []
+        n = 0
+        open_batch = False  # the last unit is a predict batch that may still take jobs
+        jobs = [j for j in self._pending if not _gone(j)] + ([extra] if extra is not None else [])
+        det = jobs[0].det if jobs else None
+        for j in jobs:
+            if j.fn is not None:
+                units.append((self._call_cost(), j is extra))
+                open_batch = False
+                continue
+            if open_batch and n + j.n_images <= self.batch_size and (j.det is det or j.future is None):
+                n += j.n_images
+                units[-1] = (self.batch_cost(n), units[-1][1] or j is extra)
+            else:
+                n = j.n_images
+                units.append((self.batch_cost(n), j is extra))
+                open_batch = True
+        return units
+
+    def expected_wait_s(self, job: _Job | None = None) -> float:
+        """Seconds until a worker starts on ``job`` if it were queued now (a 1-image request if None).
+
+        The queue is cut into batches as the workers will cut it; the job's wait is the running
+        work's time left plus the batches ahead of the one it would join.
+        """
+        if job is None:
+            job = _Job(None, items=[None])
         if not self._pending and len(self._inflight) < self.workers:
             return 0.0
         now = time.monotonic()
         # running work has strictly positive time left, even when it overran its estimate
         left = sum(max(est - (now - t0), _EPS_S) for t0, est in self._inflight.values())
-        ahead = sum(self._cost(j) for j in self._pending if not j.future.done())
+        ahead = 0.0
+        for cost, holds_job in self._plan(job):
+            if holds_job:
+                break
+            ahead += cost
+        if len(self._inflight) < self.workers and ahead == 0.0:
+            return 0.0  # a worker is free and the job would be in the first batch
         return (left + ahead) / self.workers
 
     def stats(self) -> dict[str, Any]:
@@ -140,13 +209,14 @@ class BatchQueue:
         return {
             "workers": self.workers,
             "batch_size": self.batch_size,
-            "queued_requests": sum(1 for j in self._pending if not j.future.done()),
+            "queued_requests": sum(1 for j in self._pending if not _gone(j)),
             "in_flight": len(self._inflight),
             "batches": self.batches,
             "images": self.images,
             "mean_batch_images": round(self.images / self.batches, 2) if self.batches else None,
             "max_batch_images": self.max_batch_images,
-            "s_per_image": round(self.s_per_image, 4) if self.s_per_image is not None else None,
+            "batch_cost_s": ({"fixed": round(self.batch_cost.a, 4), "per_image": round(self.batch_cost.b, 4)}
+                             if self.batch_cost.b is not None else None),
             "expected_wait_s": round(self.expected_wait_s(), 3),
             "shed": self.shed,
         }
@@ -168,7 +238,7 @@ class BatchQueue:
     async def _submit(self, job: _Job) -> Any:
         if not self._tasks:
             raise RuntimeError("the model queue is not running (the app's lifespan did not start)")
-        wait = self.expected_wait_s()
+        wait = self.expected_wait_s(job)
         if wait > self.queue_timeout_s:
             self.shed += 1
             # come back when the queue should have drained to an admissible wait
@@ -192,7 +262,7 @@ class BatchQueue:
         n = 0
         while self._pending:
             job = self._pending[0]
-            if job.future.done():  # cancelled while waiting
+            if _gone(job):  # cancelled while waiting
                 self._pending.popleft()
                 continue
             if job.fn is not None:
@@ -227,7 +297,8 @@ class BatchQueue:
 
     async def _run(self, wid: int, jobs: list[_Job]) -> None:
         t0 = time.monotonic()
-        self._inflight[wid] = (t0, sum(self._cost(j) for j in jobs))
+        n = sum(j.n_images for j in jobs)
+        self._inflight[wid] = (t0, self._call_cost() if jobs[0].fn is not None else self.batch_cost(n))
         try:
             if jobs[0].fn is not None:
                 result = await run_in_threadpool(jobs[0].fn)
@@ -258,6 +329,10 @@ class BatchQueue:
                     j.future.cancel()
 
 
+def _gone(job: _Job) -> bool:
+    return job.future is not None and job.future.done()
+
+
 def _resolve(job: _Job, value: Any) -> None:
-    if not job.future.done():
+    if job.future is not None and not job.future.done():
         job.future.set_result(value)

@@ -21,8 +21,8 @@ log = logging.getLogger("mpft.serve.app")
 class ModelState:
     """Loads the detector off the event loop; ``detector`` is set once it can serve.
 
-    ``on_measured(n_images, seconds)`` receives one timed prediction made after warm-up, which
-    seeds the queue's expected-wait estimate before the first request arrives.
+    ``on_measured(n_images, seconds)`` receives the timed predictions made after warm-up (one
+    image, then a small batch), which seed the queue's batch-cost line before the first request.
     """
 
     def __init__(self, loader: Callable[[], Detector], settings: ServeSettings,
@@ -58,11 +58,13 @@ class ModelState:
                 # The first forward pass pays one-off costs (seconds on CPU); pay them before
                 # /readyz says 200, not while a user's request waits in the queue.
                 det.predict([_warmup_image()], batch_size=1)
-                # A second, timed pass is what a request costs: it seeds the expected wait.
-                t1 = time.perf_counter()
-                det.predict([_warmup_image()], batch_size=1)
-                if self._on_measured is not None:
-                    self._on_measured(1, time.perf_counter() - t1)
+                # Timed passes of two sizes give the queue a fixed and a per-image cost, so its
+                # first expected waits are neither zero nor a batch-1 figure times n.
+                for n in sorted({1, min(4, self._settings.batch_size)}):
+                    t1 = time.perf_counter()
+                    det.predict([_warmup_image()] * n, batch_size=n)
+                    if self._on_measured is not None:
+                        self._on_measured(n, time.perf_counter() - t1)
         except Exception as exc:  # noqa: BLE001 - reported through /readyz and the log, not raised
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("model failed to load: %s", self.error)
