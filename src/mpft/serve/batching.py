@@ -22,7 +22,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -97,7 +97,6 @@ class _Job:
     det: Any = None
     items: Sequence[Any] | None = None  # a predict request's images
     fn: Callable[[], Any] | None = None  # or one exclusive call (an explanation)
-    enqueued: float = field(default_factory=time.monotonic)
 
     @property
     def n_images(self) -> int:
