@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(files) < args.n + args.n_calib:
         print(f"need {args.n + args.n_calib} photos in {args.images}, found {len(files)}", file=sys.stderr)
         return 2
-    x = torch.stack([det.prepare(p)[1] for p in files[: args.n]])
-    calib = torch.stack([det.prepare(p)[1] for p in files[args.n: args.n + args.n_calib]])
+    x = torch.cat([det.prepare(p)[1] for p in files[: args.n]])
+    calib = torch.cat([det.prepare(p)[1] for p in files[args.n: args.n + args.n_calib]])
     base = det.model
     with torch.inference_mode():
         ref = base(x).float()

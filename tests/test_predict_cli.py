@@ -297,28 +297,28 @@ def test_threshold_and_band_verdicts(capsys, ckpt, tree):
 # ---- streaming -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "table"])
 def test_rows_on_disk_before_run_ends(capsys, ckpt, tmp_path, monkeypatch, fmt):
-    from mpft.detector import Detector
+    from mpft.pipeline import Scorer
 
     for i in range(5):
         write_png(tmp_path / "in" / f"{i}.png", i)
     out_file = tmp_path / f"out.{fmt}"
     seen_on_disk: list[int] = []
-    real_score = Detector.score_tensors
+    real_score = Scorer.score
     calls = {"n": 0}
 
     def data_lines() -> int:
         lines = [ln for ln in out_file.read_text().splitlines() if ln.strip()]
         return len(lines) - (0 if fmt == "jsonl" else 1)  # csv and table have a header
 
-    def score_then_interrupt(self, pixels):
+    def score_then_interrupt(self, views, *args, **kwargs):
         # what is on disk while the run is still going, before the next batch is scored
         seen_on_disk.append(data_lines())
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt
-        return real_score(self, pixels)
+        return real_score(self, views, *args, **kwargs)
 
-    monkeypatch.setattr(Detector, "score_tensors", score_then_interrupt)
+    monkeypatch.setattr(Scorer, "score", score_then_interrupt)
     code, _, _ = run(capsys, tmp_path / "in", "--model", ckpt, "-f", fmt, "-b", "1", "-o", out_file)
     assert code == 130
     assert seen_on_disk == [0, 1, 2, 3]
@@ -329,20 +329,20 @@ def test_rows_on_disk_before_run_ends(capsys, ckpt, tmp_path, monkeypatch, fmt):
 
 
 def test_interrupted_json_keeps_finished_rows(capsys, ckpt, tmp_path, monkeypatch):
-    from mpft.detector import Detector
+    from mpft.pipeline import Scorer
 
     for i in range(4):
         write_png(tmp_path / "in" / f"{i}.png", i)
-    real_score = Detector.score_tensors
+    real_score = Scorer.score
     calls = {"n": 0}
 
-    def score_then_interrupt(self, pixels):
+    def score_then_interrupt(self, views, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real_score(self, pixels)
+        return real_score(self, views, *args, **kwargs)
 
-    monkeypatch.setattr(Detector, "score_tensors", score_then_interrupt)
+    monkeypatch.setattr(Scorer, "score", score_then_interrupt)
     out_file = tmp_path / "out.json"
     code, _, _ = run(capsys, tmp_path / "in", "--model", ckpt, "-f", "json", "-b", "1", "-o", out_file)
     assert code == 130

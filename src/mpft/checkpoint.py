@@ -38,6 +38,8 @@ class DetectorConfig:
     tune: dict
     mask: dict
     preprocess: dict
+    # which views are scored and how they combine (mpft.views.ViewConfig); {} = one centre crop
+    views: dict = field(default_factory=dict)
     threshold: float = 0.5
     uncertain_band: float = 0.1
     thresholds: dict = field(default_factory=dict)

@@ -18,11 +18,13 @@ from PIL import Image
 
 from mpft.checkpoint import WEIGHTS_NAME, DetectorConfig, load_checkpoint
 from mpft.data.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
-from mpft.data.transforms import PreprocessPolicy, draft_side, prepare, to_tensor
+from mpft.data.transforms import PreprocessPolicy
 from mpft.detectors import DEFAULT_DETECTOR_DIR
 from mpft.errors import CheckpointError, ConfigError, ImageDecodeError
+from mpft.pipeline import Prepared, Preprocessor, Scorer, view_pixels
 from mpft.precision import apply_precision, autocast_for, merge_lora, model_precision, precision_device
 from mpft.runtime import resolve_device
+from mpft.views import ViewConfig, parse_views
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +59,25 @@ def _source_name(item: ImageInput, i: int) -> str:
         return str(item)
     if isinstance(item, Image.Image):
         return getattr(item, "filename", "") or f"<image {i}>"
-    return f"<bytes {i}>"
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return f"<bytes {i}>"
+    return f"<{type(item).__name__} {i}>"
 
 
 class _DecodeDataset(torch.utils.data.Dataset):
-    """Decode + eval preprocessing in worker processes; never raises for a bad file."""
+    """Decode + view preprocessing in worker processes; never raises for a bad file."""
 
-    def __init__(self, items: Sequence[ImageInput], policy: PreprocessPolicy, max_pixels: int):
-        self.items, self.policy, self.max_pixels = items, policy, max_pixels
+    def __init__(self, items: Sequence[ImageInput], pre: Preprocessor):
+        self.items, self.pre = items, pre
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[int, Prepared | None, str | None]:
         try:
-            dec = decode_image(self.items[i], max_pixels=self.max_pixels, draft_min_side=draft_side(self.policy))
-            return i, to_tensor(prepare(dec.image, self.policy, train=False)), None, dec.notes
+            return i, self.pre(self.items[i]), None
         except ImageDecodeError as exc:
-            return i, None, exc.reason, ()
+            return i, None, exc.reason
 
 
 def _collate(items):
@@ -84,12 +87,22 @@ def _collate(items):
 class Detector:
     """A trained MPFT detector ready for inference."""
 
-    def __init__(self, model, config: DetectorConfig, path: Path | None, device: torch.device):
+    def __init__(
+        self,
+        model,
+        config: DetectorConfig,
+        path: Path | None,
+        device: torch.device,
+        *,
+        views: str | ViewConfig | None = None,
+    ):
         self.model = model.to(device).eval()
         self.config = config
         self.path = path
         self.device = device
         self.policy = PreprocessPolicy.from_dict(config.preprocess)
+        # the checkpoint's views unless the caller overrides them (--views)
+        self.views = parse_views(views) if views is not None else ViewConfig.from_dict(config.views or {})
         self.threshold = float(config.threshold)
         self.uncertain_band = float(config.uncertain_band)
         self.max_pixels = DEFAULT_MAX_PIXELS
@@ -115,11 +128,16 @@ class Detector:
         device: str = "cpu",
         encoder=None,
         precision: str = "fp32",
+        views: str | ViewConfig | None = None,
     ) -> Detector:
         """Load a checkpoint directory; ``None`` loads the detector shipped with mpft.
 
         ``precision``: "fp32" (as trained), "bf16" (bf16 autocast) or "int8" (CPU only); see
         :mod:`mpft.precision` and docs/performance.md for their speed and accuracy.
+        ``views``: which crops are scored and how they combine (``"center"``, ``"grid:2"``,
+        ``"grid:3+whole@max"``, see :mod:`mpft.views`); None uses the checkpoint's own setting.
+        This is the only checkpoint loader for inference: ``eval``, ``predict``, ``serve`` and
+        ``explain`` all run the graph it builds.
         """
         device = precision_device(precision, device)
         p = Path(path) if path is not None else DEFAULT_DETECTOR_DIR
@@ -133,8 +151,8 @@ class Detector:
         # the loaded model (linear heads): then the merge works on a copy, which the precision
         # conversion may change in place; otherwise the freshly loaded model is ours to convert.
         model = merge_lora(model, inplace=encoder is None)
-        model = apply_precision(model, precision, inplace=True)
-        return cls(model, config, p, resolve_device(device))
+        model = apply_precision(model, precision, inplace=True, device=device)
+        return cls(model, config, p, resolve_device(device), views=views)
 
     # ---- decisions ----------------------------------------------------------------------------
     def verdict(self, probability: float) -> str:
@@ -149,54 +167,59 @@ class Detector:
         self.uncertain_band = band
 
     # ---- scoring ------------------------------------------------------------------------------
+    @property
+    def preprocessor(self) -> Preprocessor:
+        return Preprocessor(self.policy, self.views, self.max_pixels)
+
+    def scorer(self, batch_size: int = 32) -> Scorer:
+        return Scorer(self.model, device=self.device, combine=self.views.combine, batch_size=batch_size,
+                      precision=self.precision)
+
     @torch.inference_mode()
     def score_tensors(self, pixels: torch.Tensor) -> np.ndarray:
-        """pixels: (B, 3, S, S) uint8 or [0, 1] float -> (B,) P(generated)."""
+        """pixels: (B, 3, S, S) uint8 or [0, 1] float, one view per image -> (B,) P(generated)."""
         with autocast_for(self.device, self.precision):
             logits = self.model(pixels.to(self.device))
         return torch.sigmoid(logits.float()).cpu().numpy()
 
     def prepare(self, image: ImageInput) -> tuple[DecodedImage, torch.Tensor]:
-        """Decode one input and return it with its (3, S, S) uint8 model input."""
-        dec = decode_image(image, max_pixels=self.max_pixels, draft_min_side=draft_side(self.policy))
-        return dec, to_tensor(prepare(dec.image, self.policy, train=False))
+        """Decode one input and return it with its (V, 3, S, S) uint8 views (``self.views``)."""
+        dec = decode_image(image, max_pixels=self.max_pixels, draft_min_side=self.preprocessor.draft_min_side)
+        return dec, view_pixels(dec.image, self.policy, self.views)
 
     def predict_iter(
         self, images: Iterable[ImageInput], *, batch_size: int = 16, workers: int = 0
     ) -> Iterator[Prediction]:
-        """Stream predictions in input order, one batch at a time (a long run loses nothing)."""
+        """Stream predictions in input order, one batch of images at a time (a long run loses nothing)."""
         items = list(images)
+        ds = _DecodeDataset(items, self.preprocessor)
         if workers > 0 and all(isinstance(x, (str, os.PathLike)) for x in items):
-            loader = torch.utils.data.DataLoader(
-                _DecodeDataset(items, self.policy, self.max_pixels),
-                batch_size=batch_size,
-                num_workers=workers,
-                collate_fn=_collate,
+            batches: Iterable = torch.utils.data.DataLoader(
+                ds, batch_size=batch_size, num_workers=workers, collate_fn=_collate
             )
-            batches: Iterable = loader
         else:
-            ds = _DecodeDataset(items, self.policy, self.max_pixels)
             batches = (
                 [ds[j] for j in range(i, min(i + batch_size, len(items)))]
                 for i in range(0, len(items), batch_size)
             )
+        scorer = self.scorer(batch_size=max(batch_size, 16))
         for batch in batches:
-            good = [b for b in batch if b[1] is not None]
-            probs = self.score_tensors(torch.stack([b[1] for b in good])) if good else np.array([])
-            pmap = {b[0]: float(p) for b, p in zip(good, probs, strict=True)}
-            for i, _, err, notes in batch:
+            good = [(i, prep) for i, prep, _ in batch if prep is not None]
+            probs = scorer.score([prep.pixels for _, prep in good])
+            pmap = {i: float(p) for (i, _), p in zip(good, probs, strict=True)}
+            for i, prep, err in batch:
                 src = _source_name(items[i], i)
                 if err is not None:
                     yield Prediction(src, None, "error", self.threshold, self.model_id, error=err)
                 else:
                     p = pmap[i]
                     yield Prediction(
-                        src, p, self.verdict(p), self.threshold, self.model_id, notes=tuple(notes)
+                        src, p, self.verdict(p), self.threshold, self.model_id, notes=prep.notes
                     )
 
     def predict(self, images: ImageInput | Sequence[ImageInput], *, batch_size: int = 16) -> list[Prediction]:
         """Score paths, PIL images or encoded bytes; a bad input gets an ``error`` result, not an exception."""
-        if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
+        if isinstance(images, (str, os.PathLike, bytes, Image.Image)) or not isinstance(images, Iterable):
             images = [images]
         return list(self.predict_iter(images, batch_size=batch_size))
 
@@ -210,5 +233,6 @@ class Detector:
             "uncertain_band": self.uncertain_band,
             "thresholds": self.config.thresholds,
             "preprocess": self.config.preprocess,
+            "views": self.views.spec,
             "precision": self.precision,
         }

@@ -27,6 +27,7 @@ from mpft import tam
 from mpft.detector import Detector, ImageInput
 from mpft.errors import ConfigError
 from mpft.model import DetectorModel
+from mpft.views import combine_logits
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,11 @@ class Explanation:
         texture_method, mask_ratio: TAM settings used for ``texture`` and ``tam_masked``.
         model_id: the detector's identity.
         notes: decoding remarks and any fallback taken (e.g. a checkpoint trained without TAM).
+        view_logits: the logit of every view the detector scored (``Detector.views``), in view order;
+            ``probability`` combines them with the detector's rule.
+        view_index: the view shown and explained: the one with the highest logit, i.e. the view that
+            pushed the score most towards "generated".
+        views: the detector's views spec (e.g. ``grid:2``).
     """
 
     source: str
@@ -86,6 +92,9 @@ class Explanation:
     model_id: str
     method: str = "occlusion"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    view_logits: tuple[float, ...] = ()
+    view_index: int = 0
+    views: str = "center"
 
     @property
     def grid(self) -> int:
@@ -116,6 +125,9 @@ class Explanation:
             "evidence": np.round(self.evidence.astype(np.float64), 6).tolist(),
             "masked_indices": self.masked_indices,
             "notes": list(self.notes),
+            "views": self.views,
+            "view_logits": [round(float(v), 6) for v in self.view_logits],
+            "view_index": self.view_index,
         }
 
 
@@ -240,23 +252,25 @@ def explain_image(
     a bad ``group``. Cost: 1 + ceil(G/g)^2 image forwards (50 for B/16 with the default g=2).
     """
     enc = detector.model.encoder
-    dec, pixels = detector.prepare(image)
-    if pixels.shape[-1] != enc.image_size:
+    dec, views = detector.prepare(image)
+    if views.shape[-1] != enc.image_size:
         raise ConfigError(
-            f"the checkpoint's preprocessing gives {pixels.shape[-1]} px inputs but {enc.spec} expects "
+            f"the checkpoint's preprocessing gives {views.shape[-1]} px inputs but {enc.spec} expects "
             f"{enc.image_size} px"
         )
+    scorer = detector.scorer(batch_size=chunk)
+    # the same numbers predict gives: every view through the one scorer, combined by the detector's rule
+    view_logits = scorer.logits(views)
+    prob = float(torch.sigmoid(combine_logits(view_logits, [views.shape[0]], detector.views.combine))[0])
+    k = int(view_logits.argmax())
+    pixels = views[k]
     g = default_group(enc.grid) if group is None else group
     batch = pixels.unsqueeze(0)
     mask, notes = _display_mask(detector.config.mask)
     texture, masked = texture_map(batch, enc.patch_size, mask)
     logit, evidence = _occlusion(detector.model, batch, enc.grid, g, chunk)
-    if detector.device.type == "cpu":
-        # predict scores in fp32 on CPU too: the same number without another forward
-        prob = float(torch.sigmoid(torch.tensor(logit, dtype=torch.float32)))
-    else:
-        # on GPU predict uses bf16 autocast; report its exact number, not the fp32 one
-        prob = float(detector.score_tensors(batch)[0])
+    if views.shape[0] > 1:
+        notes.append(f"view {k + 1} of {views.shape[0]} ({detector.views.spec}) drove the score; it is shown")
     return Explanation(
         source=dec.source,
         probability=prob,
@@ -273,6 +287,9 @@ def explain_image(
         mask_ratio=mask.ratio,
         model_id=detector.model_id,
         notes=tuple(dec.notes) + tuple(notes),
+        view_logits=tuple(float(v) for v in view_logits),
+        view_index=k,
+        views=detector.views.spec,
     )
 
 
@@ -306,7 +323,9 @@ def render(expl: Explanation, path_or_file: str | os.PathLike | BinaryIO, *, dpi
 
     ax = axes[0]
     ax.imshow(expl.image, interpolation="nearest")
-    ax.set_title(f"model input ({s}x{s}, {expl.grid}x{expl.grid} patches of {p} px)")
+    n_views = len(expl.view_logits)
+    which = f"view {expl.view_index + 1}/{n_views} ({expl.views}), " if n_views > 1 else ""
+    ax.set_title(f"model input: {which}{s}x{s}, {expl.grid}x{expl.grid} patches of {p} px")
 
     ax = axes[1]
     im = ax.imshow(expl.texture, cmap="magma", interpolation="nearest", extent=extent)

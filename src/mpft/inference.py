@@ -1,4 +1,9 @@
-"""Batched scoring of a dataset with a detector (shared by train's validation, eval and predict)."""
+"""Batched scoring of a dataset (``eval``, training validation) through the one scorer.
+
+Decoding and view preparation happen in :class:`mpft.data.dataset.ImageDataset` (workers); the
+forward passes and the view combination are :class:`mpft.pipeline.Scorer`'s, the same object
+``Detector.predict`` uses, so ``mpft eval`` and ``mpft predict`` give identical scores.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from tqdm import tqdm
 
 from mpft.data.dataset import ImageDataset, make_loader
 from mpft.model import DetectorModel
-from mpft.precision import autocast_for, model_precision
+from mpft.pipeline import Scorer
 from mpft.tam import MaskConfig
 
 log = logging.getLogger(__name__)
@@ -28,28 +33,27 @@ def score_dataset(
     progress: bool = False,
     desc: str = "scoring",
     indices: list[int] | None = None,
+    combine: str = "mean",
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Probability of "generated" for every item; failed items get NaN and a reason.
 
+    ``combine``: how the views of one image combine (datasets built with ``views``).
     Returns (scores (N,) float64 with NaN where decoding failed, {index: reason}).
     """
-    device = device or next(model.parameters()).device
-    model.eval()
+    scorer = Scorer(model, device=device, combine=combine, batch_size=batch_size)
     n = len(dataset)
     scores = np.full(n, np.nan, dtype=np.float64)
     errors: dict[int, str] = {}
-    precision = model_precision(model)
     loader = make_loader(dataset, batch_size, shuffle=False, workers=workers, seed=0, sampler=indices)
     total = len(indices) if indices is not None else n
     bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False, dynamic_ncols=True)
     gen = torch.Generator().manual_seed(0)
+    use_mask = mask if mask is not None and mask.active else None
     for batch in loader:
         for idx, reason in batch.errors:
             errors[int(idx)] = reason
-        if batch.pixels.shape[0]:
-            with autocast_for(device, precision):
-                logits = model(batch.pixels.to(device, non_blocking=True), mask, generator=gen)
-            scores[batch.indices.numpy()] = torch.sigmoid(logits.float()).cpu().numpy()
-        bar.update(batch.pixels.shape[0] + len(batch.errors))
+        if len(batch):
+            scores[batch.indices.numpy()] = scorer.score(batch.view_stacks(), use_mask, gen)
+        bar.update(len(batch) + len(batch.errors))
     bar.close()
     return scores, errors

@@ -6,6 +6,11 @@ Tuning strategies decide which tensors train (and therefore which a checkpoint s
 - ``last-k``: the last K blocks, post-LayerNorm, projection and head;
 - ``lora``: LoRA adapters (peft) on attention and MLP projections, plus the head;
 - ``full``: everything.
+
+The head reads the final pooled embedding, or (``TuneConfig.feature_blocks``) the CLS tokens of
+several blocks, each layer-normalised without parameters and concatenated: low-level traces of
+generators fade in the last blocks (RINE, Koutlis & Papadopoulos, ECCV 2024), so intermediate
+blocks can carry what the final embedding has lost.
 """
 
 from __future__ import annotations
@@ -30,8 +35,13 @@ class TuneConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
+    # 1-based blocks whose CLS tokens feed the head; () = the final pooled embedding
+    feature_blocks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        self.feature_blocks = tuple(int(b) for b in self.feature_blocks)
+        if any(b < 1 for b in self.feature_blocks) or len(set(self.feature_blocks)) != len(self.feature_blocks):
+            raise ConfigError(f"feature blocks must be distinct block numbers >= 1, got {list(self.feature_blocks)}")
         if self.strategy not in TUNE_STRATEGIES:
             raise ConfigError(f"tuning strategy {self.strategy!r} is not one of {TUNE_STRATEGIES}")
         if self.layers < 1:
@@ -40,7 +50,9 @@ class TuneConfig:
             raise ConfigError(f"--lora-rank must be >= 1, got {self.lora_rank}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["feature_blocks"] = list(self.feature_blocks)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TuneConfig:
@@ -54,9 +66,14 @@ class DetectorModel(nn.Module):
         super().__init__()
         if tune.strategy == "last-k" and tune.layers > encoder.num_layers:
             raise ConfigError(f"--layers {tune.layers} exceeds the backbone's {encoder.num_layers} blocks")
+        if tune.feature_blocks and max(tune.feature_blocks) > encoder.num_layers:
+            raise ConfigError(
+                f"feature blocks {list(tune.feature_blocks)} exceed the backbone's {encoder.num_layers} blocks"
+            )
         self.encoder = encoder
         self.tune = tune
-        self.head = nn.Linear(encoder.embed_dim, 1)
+        in_dim = len(tune.feature_blocks) * encoder.width if tune.feature_blocks else encoder.embed_dim
+        self.head = nn.Linear(in_dim, 1)
         nn.init.normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
         self._configure_trainable()
@@ -145,5 +162,21 @@ class DetectorModel(nn.Module):
                 x = tam.fill_patches(x, masked, enc.patch_size)
             else:
                 keep = kept
-        emb = self.encoder(x, keep).embedding
-        return self.head(emb).squeeze(-1)
+        return self.head(self.features(x, keep)).squeeze(-1)
+
+    def features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, 3, S, S) normalised pixels -> (B, F) the head's input."""
+        blocks = self.tune.feature_blocks
+        if not blocks:
+            return self.encoder(x, keep).embedding
+        return block_features(self.encoder.block_cls(x, blocks, keep))
+
+
+def block_features(cls_tokens: torch.Tensor) -> torch.Tensor:
+    """(B, nb, D) CLS tokens of several blocks -> (B, nb * D), each layer-normalised without parameters.
+
+    Blocks differ in scale by orders of magnitude; the parameter-free norm puts them on one footing
+    so a single linear head (and weight decay) treats them alike.
+    """
+    normed = torch.nn.functional.layer_norm(cls_tokens.float(), cls_tokens.shape[-1:]).to(cls_tokens.dtype)
+    return normed.flatten(1)

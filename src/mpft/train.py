@@ -25,7 +25,7 @@ from tqdm import tqdm
 from mpft import __version__
 from mpft.backbones import DEFAULT_BACKBONE, load_backbone
 from mpft.checkpoint import DetectorConfig, save_checkpoint
-from mpft.data.dataset import ImageDataset, make_loader
+from mpft.data.dataset import BALANCE_MODES, BalancedSampler, ImageDataset, balance_weights, make_loader
 from mpft.data.layouts import (
     Sample,
     balanced_subset,
@@ -42,6 +42,7 @@ from mpft.model import DetectorModel, TuneConfig
 from mpft.precision import autocast_for
 from mpft.runtime import DistInfo, init_distributed, local_device, resolve_device, seed_everything
 from mpft.tam import MaskConfig
+from mpft.views import ViewConfig, parse_views
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,10 @@ LORA_LR = 5e-4
 
 @dataclass
 class TrainConfig:
-    data: str
+    """Settings of one training run. ``data``: one dataset or several (paths; each a folder layout
+    or a CSV manifest); their samples are pooled, and ``balance`` decides how they are drawn."""
+
+    data: str | list[str]
     out: str
     layout: str = "auto"
     val: str | None = None
@@ -62,6 +66,12 @@ class TrainConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     preprocess: PreprocessPolicy = field(default_factory=PreprocessPolicy)
     augment: Augment = field(default_factory=Augment)
+    # how batches draw from pooled data: "none" (each image once per epoch), "source" (each data
+    # argument's real and generated images get equal shares), "generator" (each generator / real
+    # source gets an equal share of its class); see mpft.data.dataset.balance_weights
+    balance: str = "none"
+    # the views the trained detector scores at inference (recorded in the checkpoint)
+    views: ViewConfig = field(default_factory=ViewConfig)
     shots: int | None = None
     # per-epoch validation is for monitoring and choosing the best epoch; `mpft eval` is the full test
     val_limit: int | None = 200
@@ -81,6 +91,14 @@ class TrainConfig:
     command: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.data, (list, tuple)):
+            self.data = [str(d) for d in self.data] if len(self.data) != 1 else str(self.data[0])
+            if not self.data:
+                raise ConfigError("no training data given")
+        if self.balance not in BALANCE_MODES:
+            raise ConfigError(f"--balance must be one of {BALANCE_MODES}, got {self.balance!r}")
+        if isinstance(self.views, str):
+            self.views = parse_views(self.views)
         if self.lr_backbone is None:
             self.lr_backbone = LORA_LR if self.tune.strategy == "lora" else BLOCK_LR
         if self.epochs < 1:
@@ -96,6 +114,7 @@ class TrainConfig:
         d = asdict(self)
         d["tune"], d["mask"] = self.tune.to_dict(), self.mask.to_dict()
         d["preprocess"], d["augment"] = self.preprocess.to_dict(), self.augment.to_dict()
+        d["views"] = self.views.to_dict()
         return d
 
     def identity(self) -> dict:
@@ -117,31 +136,42 @@ class TrainResult:
     images_per_second: float
 
 
-def resolve_training_data(cfg: TrainConfig) -> tuple[list[Sample], list[Sample] | None]:
-    root = Path(cfg.data)
-    if not root.exists():
-        raise DataError(f"training data not found: {root}")
-    split = has_splits(root)
-    train = discover(root, layout=cfg.layout, split="train" if split else None)
-    if not cfg.validate:
-        val = None
-    elif cfg.val is not None:
+def data_roots(cfg: TrainConfig) -> list[str]:
+    return list(cfg.data) if isinstance(cfg.data, list) else [cfg.data]
+
+
+def resolve_training_data(cfg: TrainConfig) -> tuple[list[Sample], list[Sample] | None, list[int]]:
+    """(training samples, validation samples or None, the data argument each training sample came from)."""
+    train: list[Sample] = []
+    val: list[Sample] | None = [] if cfg.validate else None
+    sources: list[int] = []
+    for k, item in enumerate(data_roots(cfg)):
+        root = Path(item)
+        if not root.exists():
+            raise DataError(f"training data not found: {root}")
+        split = has_splits(root)
+        found = discover(root, layout=cfg.layout, split="train" if split else None)
+        train += found
+        sources += [k] * len(found)
+        if val is not None and cfg.val is None and split:
+            val += discover(root, layout=cfg.layout, split="val")
+    if val is not None and cfg.val is not None:
         vroot = Path(cfg.val)
         val = discover(vroot, layout=cfg.layout, split="val" if has_splits(vroot) else None)
-    elif split:
-        val = discover(root, layout=cfg.layout, split="val")
-    else:
+    if not val:
         val = None
     require_both_classes(train, "training set")
     if cfg.shots is not None:
-        train = balanced_subset(train, cfg.shots, cfg.seed)
+        picked = balanced_subset(train, cfg.shots, cfg.seed)
+        where = {s: k for s, k in zip(train, sources, strict=True)}
+        train, sources = picked, [where[s] for s in picked]
     if val is not None:
         require_both_classes(val, "validation set")
         if cfg.val_limit:
             from mpft.data.layouts import limit_per_class
 
             val = limit_per_class(val, cfg.val_limit, cfg.seed)
-    return train, val
+    return train, val, sources
 
 
 def lr_lambda(total_steps: int, warmup_steps: int):
@@ -160,10 +190,12 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 
 def validate(model: DetectorModel, samples: list[Sample], cfg: TrainConfig, device: torch.device) -> dict:
-    ds = ImageDataset(samples, cfg.preprocess, train=False)
+    # validation scores as the trained detector will: its views, combined by its rule
+    ds = ImageDataset(samples, cfg.preprocess, train=False, views=cfg.views)
     scores, errors = score_dataset(
         model,
         ds,
+        combine=cfg.views.combine,
         batch_size=max(cfg.batch_size, 32),
         workers=cfg.workers,
         device=device,
@@ -192,6 +224,7 @@ def _make_config(cfg: TrainConfig, model: DetectorModel, training: dict) -> Dete
         tune=cfg.tune.to_dict(),
         mask=cfg.mask.to_dict(),
         preprocess=cfg.preprocess.to_dict(),
+        views=cfg.views.to_dict(),
         threshold=0.5,
         thresholds={"default": {"value": 0.5, "how": "uncalibrated 0.5"}},
         training=training,
@@ -213,7 +246,7 @@ def train(cfg: TrainConfig, *, encoder=None, progress: bool | None = None) -> Tr
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     out = Path(cfg.out)
-    train_samples, val_samples = resolve_training_data(cfg)
+    train_samples, val_samples, sources = resolve_training_data(cfg)
     log.info("training on %s", summarize(train_samples))
 
     # a caller's encoder is copied: tuning changes weights and LoRA rewrites modules in place
@@ -242,15 +275,18 @@ def train(cfg: TrainConfig, *, encoder=None, progress: bool | None = None) -> Tr
 
     per_rank = cfg.batch_size // dist_info.world_size
     dataset = ImageDataset(train_samples, cfg.preprocess, train=True, augment=cfg.augment, seed=cfg.seed)
-    # one sampler type for 1 or N processes: N shards of a shared permutation form the same global batches
-    sampler = DistributedSampler(
-        dataset,
-        num_replicas=dist_info.world_size,
-        rank=dist_info.rank,
-        shuffle=True,
-        seed=cfg.seed,
-        drop_last=False,
-    )
+    # one sampler type for 1 or N processes: N shards of a shared permutation (or of a shared
+    # weighted draw) form the same global batches
+    sampler: DistributedSampler | BalancedSampler
+    if cfg.balance == "none":
+        sampler = DistributedSampler(
+            dataset, num_replicas=dist_info.world_size, rank=dist_info.rank, shuffle=True, seed=cfg.seed,
+            drop_last=False,
+        )
+    else:
+        keys = sources if cfg.balance == "source" else [s.generator for s in train_samples]
+        weights = balance_weights(keys, [s.label for s in train_samples])
+        sampler = BalancedSampler(dataset, weights, cfg.seed, rank=dist_info.rank, world_size=dist_info.world_size)
     loader = make_loader(dataset, per_rank, shuffle=False, workers=cfg.workers, seed=cfg.seed, sampler=sampler)
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * cfg.epochs
@@ -271,7 +307,7 @@ def train(cfg: TrainConfig, *, encoder=None, progress: bool | None = None) -> Tr
 
     training_summary = {
         "command": cfg.command,
-        "data": str(cfg.data),
+        "data": cfg.data,
         "val": str(cfg.val) if cfg.val else ("<data>/val" if val_samples is not None else None),
         "n_train": summarize(train_samples),
         "settings": cfg.to_dict(),
@@ -294,7 +330,9 @@ def train(cfg: TrainConfig, *, encoder=None, progress: bool | None = None) -> Tr
         t0, losses, seen = time.perf_counter(), [], 0
         for batch in loader:
             for idx, reason in batch.errors:
-                skipped[str(train_samples[int(idx)].path)] = reason
+                path = str(train_samples[int(idx)].path)
+                # decode errors start with the path; the summary prints "path: reason" once
+                skipped[path] = reason[len(path) + 2 :] if reason.startswith(f"{path}: ") else reason
             pixels = batch.pixels.to(device, non_blocking=True)
             labels = batch.labels.to(device)
             if pixels.shape[0] == 0 and not dist_info.enabled:

@@ -174,6 +174,28 @@ class ClipEncoder(nn.Module):
         hidden = self.encode_tokens(tokens)
         return EncoderOutput(self.pool(hidden), hidden if return_tokens else None)
 
+    def block_cls(
+        self, pixels: torch.Tensor, blocks: tuple[int, ...], keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """CLS tokens after the given blocks (1-based: 1 = first block, ``num_layers`` = last).
+
+        pixels: (B, 3, S, S) normalised; keep: optional (B, K) patch indices to keep.
+        Returns (B, len(blocks), D) hidden CLS states (no LayerNorm, no projection). Blocks after
+        the deepest one asked for are not run.
+        """
+        if not blocks or any(not 1 <= b <= self.num_layers for b in blocks):
+            raise ConfigError(f"feature blocks must be in 1..{self.num_layers}, got {list(blocks)}")
+        tokens = self.embed(pixels)
+        if keep is not None:
+            tokens = gather_tokens(tokens, keep)
+        hidden = self.pre_norm(tokens)
+        wanted, out = set(blocks), {}
+        for i in range(max(blocks)):
+            hidden = self.run_blocks(hidden, i, i + 1)
+            if i + 1 in wanted:
+                out[i + 1] = hidden[:, 0]
+        return torch.stack([out[b] for b in blocks], dim=1)
+
     def normalize(self, pixels01: torch.Tensor) -> torch.Tensor:
         """pixels01: (B, 3, S, S) in [0, 1] -> normalised with this backbone's mean/std."""
         mean = torch.tensor(self.mean, dtype=pixels01.dtype, device=pixels01.device).view(1, 3, 1, 1)

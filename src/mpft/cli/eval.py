@@ -76,6 +76,12 @@ def eval_cmd(
     precision: str = typer.Option("fp32", "--precision", help="fp32; bf16 (autocast: faster only on CPUs with "
                                   "native bf16, AVX512-BF16 or AMX); auto (bf16 on those CPUs, else fp32); int8 "
                                   "(CPU only, approximate). Speed and accuracy of each: docs/performance.md."),
+    views: str = typer.Option(
+        None,
+        "--views",
+        help="Which crops are scored and how they combine: center, grid:N, whole, grid:N+whole, @mean or @max "
+        "(default: the model's own; see docs/predict.md).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of --limit and of the bootstrap."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the clean AP/AUC intervals "
                                "(0 skips them)."),
@@ -113,6 +119,7 @@ def eval_cmd(
         workers=workers,
         device=device,
         precision=precision,
+        views=views,
         seed=seed,
         n_boot=n_boot,
         sweep_n_boot=sweep_n_boot,

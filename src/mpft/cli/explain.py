@@ -20,6 +20,12 @@ def explain_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON on stdout."),
     dpi: int = typer.Option(100, help="PNG resolution (the figure is 15 x 5.6 inches)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    views: str = typer.Option(
+        None,
+        "--views",
+        help="Which crops are scored and how they combine: center, grid:N (N x N native-resolution crops over "
+        "the image), whole (resized whole image), grid:N+whole; @mean (default) or @max. Default: the model's own.",
+    ),
     max_pixels: int | None = typer.Option(
         None, "--max-pixels", help="Largest image (width x height) decoded. Default 64000000 (64 MP).",
         show_default=False,
@@ -40,11 +46,15 @@ def explain_cmd(
         raise ConfigError("nothing to do: give --out FILE.png, --json, or both")
     if dpi < 10:
         raise ConfigError(f"--dpi must be >= 10, got {dpi}")
+    if views is not None:
+        from mpft.views import parse_views
+
+        parse_views(views)  # fail before the model loads
     if max_pixels is not None and max_pixels < 1:
         raise ConfigError(f"--max-pixels must be >= 1, got {max_pixels}")
     if out is not None:
         require_writable_file(out, "--out")  # before the model loads and the image is scored
-    det = Detector.load(model, device=device)
+    det = Detector.load(model, device=device, views=views)
     if max_pixels is not None:
         det.max_pixels = max_pixels
     expl = explain_image(det, image, group=group)

@@ -54,6 +54,12 @@ def predict_cmd(
         "64000000 (64 MP, ~256 MB of pixels per decoding image). A 108 MP phone photo needs 108000000.",
         show_default=False,
     ),
+    views: str = typer.Option(
+        None,
+        "--views",
+        help="Which crops are scored and how they combine: center, grid:N (N x N native-resolution crops over "
+        "the image), whole (resized whole image), grid:N+whole; @mean (default) or @max. Default: the model's own.",
+    ),
     precision: str = typer.Option(
         "fp32", "--precision",
         help="fp32 (as trained); bf16 (bf16 autocast: on CPUs with native bf16, AVX512-BF16 or AMX, ~1.8x faster "
@@ -83,6 +89,10 @@ def predict_cmd(
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     if workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {workers}")
+    if views is not None:
+        from mpft.views import parse_views
+
+        parse_views(views)  # fail before the model loads
     if max_pixels is not None and max_pixels < 1:
         raise ConfigError(f"--max-pixels must be >= 1, got {max_pixels}")
     if output:
@@ -99,7 +109,7 @@ def predict_cmd(
 
     from mpft.detector import Detector
 
-    det = Detector.load(model, device=device, precision=precision)
+    det = Detector.load(model, device=device, precision=precision, views=views)
     if threshold is not None:
         det.threshold = threshold
     if band is not None:

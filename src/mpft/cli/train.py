@@ -23,10 +23,27 @@ def parse_pair(text: str, name: str, cast=float) -> tuple:
     return lo, hi
 
 
+def parse_blocks(text: str) -> tuple[int, ...]:
+    """'1-12' / '6,9,12' / '' -> block numbers (1-based)."""
+    out: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            lo, sep, hi = part.partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    except ValueError:
+        from mpft.errors import ConfigError
+
+        raise ConfigError(f"--feature-blocks takes block numbers like '1-12' or '6,9,12', got {text!r}") from None
+    return tuple(out)
+
+
 @app.command("train")
 def train_cmd(
-    data: Path = typer.Argument(
-        ..., help="Training data: GenImage / UFD / real-fake folder, or a CSV manifest."
+    data: list[Path] = typer.Argument(
+        ...,
+        help="Training data: one or more GenImage / UFD / real-fake folders or CSV manifests "
+        "(a folder of only real or only generated images is fine when another argument has the other class); "
+        "their images are pooled (see --balance).",
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Run directory: best/, last/ checkpoints and resume.pt."
@@ -38,6 +55,11 @@ def train_cmd(
     tune: str = typer.Option("last-k", help=_TUNE_HELP),
     layers: int = typer.Option(4, help="K for --tune last-k: how many final blocks train."),
     lora_rank: int = typer.Option(8, help="LoRA rank for --tune lora."),
+    feature_blocks: str = typer.Option(
+        "",
+        help="Blocks whose CLS tokens feed the head, e.g. '1-12' or '6,9,12' (1 = first block; intermediate "
+        "blocks keep low-level traces, RINE). Empty: the final embedding.",
+    ),
     mask: str = typer.Option("tam", help="Patch masking during training: tam, random, inverse, none."),
     mask_ratio: float = typer.Option(0.25, help="rho: fraction of patches masked (0.25: see docs/benchmarks.md)."),
     texture: str = typer.Option(
@@ -66,6 +88,21 @@ def train_cmd(
     blur_sigma: str = typer.Option("0,3", help="Blur sigma range LO,HI."),
     jpeg_prob: float = typer.Option(0.0, help="Probability of JPEG re-encoding augmentation."),
     jpeg_quality: str = typer.Option("30,100", help="JPEG quality range LO,HI."),
+    downscale_prob: float = typer.Option(
+        0.0, help="Probability of a random downscale before the crop (both classes alike)."
+    ),
+    downscale_range: str = typer.Option("0.25,1", help="Downscale factor range LO,HI (never below the crop size)."),
+    balance: str = typer.Option(
+        "none",
+        help="Sampling across pooled data: none (each image once per epoch), source (each data argument's real "
+        "and generated images get equal shares), generator (each generator and each real source gets an equal "
+        "share of its class).",
+    ),
+    views: str = typer.Option(
+        "center",
+        help="Views the trained detector scores at inference, recorded in the checkpoint: center, grid:N, "
+        "whole, grid:N+whole, with @mean or @max (see docs/predict.md). Validation uses them too.",
+    ),
     val_limit: int = typer.Option(
         200,
         help="Validate each epoch on a seeded subset of at most N images per class "
@@ -89,13 +126,19 @@ def train_cmd(
     # a bad run directory must fail now, not after an epoch of training
     require_writable_dir(out, "--out")
     cfg = TrainConfig(
-        data=str(data),
+        data=[str(d) for d in data],
         out=str(out),
         layout=layout,
         val=str(val) if val else None,
         validate=validate,
         backbone=backbone,
-        tune=TuneConfig(strategy=tune, layers=layers, lora_rank=lora_rank, lora_alpha=2.0 * lora_rank),
+        tune=TuneConfig(
+            strategy=tune,
+            layers=layers,
+            lora_rank=lora_rank,
+            lora_alpha=2.0 * lora_rank,
+            feature_blocks=parse_blocks(feature_blocks),
+        ),
         mask=MaskConfig(
             strategy=mask, ratio=mask_ratio, texture=texture, temperature=mask_temperature, apply=mask_apply
         ),
@@ -105,7 +148,11 @@ def train_cmd(
             blur_sigma=parse_pair(blur_sigma, "--blur-sigma"),
             jpeg_prob=jpeg_prob,
             jpeg_quality=parse_pair(jpeg_quality, "--jpeg-quality", int),
+            downscale_prob=downscale_prob,
+            downscale_range=parse_pair(downscale_range, "--downscale-range"),
         ),
+        balance=balance,
+        views=views,
         shots=shots,
         val_limit=val_limit,
         epochs=epochs,

@@ -9,6 +9,7 @@ number of workers.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,8 +30,12 @@ from mpft.data.transforms import (
     to_tensor,
 )
 from mpft.errors import ConfigError, ImageDecodeError
+from mpft.views import ViewConfig
 
-__all__ = ["Batch", "EpochShuffleSampler", "ImageDataset", "collate", "make_loader"]
+__all__ = ["BALANCE_MODES", "Batch", "BalancedSampler", "EpochShuffleSampler", "ImageDataset", "balance_weights",
+           "collate", "make_loader"]
+
+BALANCE_MODES = ("none", "source", "generator")
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ class ImageDataset(Dataset):
         normalize_format: str | None = None,
         seed: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        views: ViewConfig | None = None,
     ):
         if normalize_format is not None:
             parse_reencode(normalize_format)  # fail at construction, not in a worker mid-epoch
@@ -66,6 +72,10 @@ class ImageDataset(Dataset):
         self.normalize_format = normalize_format
         self.seed = int(seed)
         self.max_pixels = max_pixels
+        if views is not None and train:
+            raise ConfigError("views are for scoring; training draws random crops")
+        # several views per image (eval): items carry (V, 3, S, S) pixels and collate records V
+        self.views = views
         # reduced-scale JPEG decoding only where the pixels are downscaled untouched: training
         # augments and perturbations act on the full-size image
         plain = not train and perturbation is None and normalize_format is None
@@ -86,6 +96,9 @@ class ImageDataset(Dataset):
         self._epoch[0] = int(epoch)
 
     def __getitem__(self, i: int) -> dict:
+        # A sampler drawing with replacement passes ``index + k * len(self)`` for the k-th repeat of
+        # an index within an epoch: the same image, fresh augmentation randomness.
+        draw, i = int(i), int(i) % len(self.samples)
         sample = self.samples[i]
         size = self.policy.size
         try:
@@ -94,7 +107,12 @@ class ImageDataset(Dataset):
                 img = reencode(img, self.normalize_format)
             if self.perturbation is not None:
                 img = self.perturbation.apply(img)
-            rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+            if self.views is not None:
+                from mpft.pipeline import view_pixels
+
+                pixels = view_pixels(img, self.policy, self.views)
+                return {"pixels": pixels, "label": sample.label, "index": i, "error": None, "size": size}
+            rng = np.random.default_rng([self.seed, self.epoch, draw])
             arr = prepare(img, self.policy, train=self.train, rng=rng, augment=self.augment)
         except ImageDecodeError as exc:
             log.warning("skipping undecodable image: %s", exc)
@@ -116,15 +134,24 @@ class Batch:
         labels: float tensor (B,), 0.0 real, 1.0 generated.
         indices: long tensor (B,), dataset indices of the rows of ``pixels``.
         errors: (index, reason) of the items left out.
+        counts: views per image when the dataset scores several views (``pixels`` then has
+            sum(counts) rows, image after image, and ``labels``/``indices`` one row per image).
     """
 
     pixels: torch.Tensor
     labels: torch.Tensor
     indices: torch.Tensor
     errors: list[tuple[int, str]]
+    counts: list[int] | None = None
 
     def __len__(self) -> int:
-        return int(self.pixels.shape[0])
+        return int(self.indices.shape[0])
+
+    def view_stacks(self) -> list[torch.Tensor]:
+        """Per-image (V, 3, S, S) stacks (V = 1 for a single-view batch)."""
+        if self.counts is None:
+            return list(self.pixels.unsqueeze(1))
+        return list(torch.split(self.pixels, self.counts))
 
 
 def collate(items: Sequence[dict]) -> Batch:
@@ -134,14 +161,18 @@ def collate(items: Sequence[dict]) -> Batch:
     """
     good = [it for it in items if it["error"] is None]
     errors = [(int(it["index"]), str(it["error"])) for it in items if it["error"] is not None]
-    if good:
+    counts = None
+    if good and good[0]["pixels"].dim() == 4:
+        counts = [int(it["pixels"].shape[0]) for it in good]
+        pixels = torch.cat([it["pixels"] for it in good])
+    elif good:
         pixels = torch.stack([it["pixels"] for it in good])
     else:
         size = int(items[0].get("size", 0)) if items else 0
         pixels = torch.zeros((0, 3, size, size), dtype=torch.uint8)
     labels = torch.tensor([float(it["label"]) for it in good], dtype=torch.float32)
     indices = torch.tensor([int(it["index"]) for it in good], dtype=torch.long)
-    return Batch(pixels=pixels, labels=labels, indices=indices, errors=errors)
+    return Batch(pixels=pixels, labels=labels, indices=indices, errors=errors, counts=counts)
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -168,6 +199,63 @@ class EpochShuffleSampler(Sampler[int]):
         self._iterations += 1
         order = np.random.default_rng([self.seed, int(epoch)]).permutation(len(self.dataset))
         return iter(order.tolist())
+
+
+def balance_weights(groups: Sequence[object], labels: Sequence[int]) -> np.ndarray:
+    """Sampling probabilities that give every group of a class the same share, and both classes half.
+
+    groups: one hashable group key per sample (e.g. its data source or generator); labels: 0/1.
+    Returns (N,) float64 summing to 1. A class with no samples leaves its half to the other.
+    """
+    groups, labels = list(groups), np.asarray(labels)
+    if len(groups) != len(labels):
+        raise ConfigError(f"{len(groups)} group keys for {len(labels)} labels")
+    w = np.zeros(len(groups), dtype=np.float64)
+    present = [c for c in (0, 1) if (labels == c).any()]
+    for c in present:
+        keys = sorted({g for g, y in zip(groups, labels, strict=True) if y == c}, key=str)
+        for key in keys:
+            members = [j for j, (g, y) in enumerate(zip(groups, labels, strict=True)) if y == c and g == key]
+            w[members] = 1.0 / (len(present) * len(keys) * len(members))
+    return w / w.sum()
+
+
+class BalancedSampler(Sampler[int]):
+    """Draws ``num_samples`` indices per epoch with replacement, with probabilities ``weights``.
+
+    The draw is a function of (seed, epoch) only, so N processes share one global order and take
+    every N-th index (``rank``, ``world_size``); a repeated index comes back as ``index + k * n``
+    so that :class:`ImageDataset` gives each repeat its own augmentation.
+    """
+
+    def __init__(self, dataset: Dataset, weights: np.ndarray, seed: int, *, num_samples: int | None = None,
+                 rank: int = 0, world_size: int = 1):
+        self.dataset, self.weights = dataset, np.asarray(weights, dtype=np.float64)
+        self.n = len(self.weights)
+        if self.n != len(dataset) or not np.isclose(self.weights.sum(), 1.0) or (self.weights < 0).any():
+            raise ConfigError("balanced sampler: weights must be one probability per dataset item, summing to 1")
+        self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
+        total = int(num_samples or self.n)
+        self.per_rank = math.ceil(total / self.world_size)
+        self._epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self):
+        epoch = getattr(self.dataset, "epoch", self._epoch)
+        rng = np.random.default_rng([self.seed, int(epoch), 0xBA1])
+        draws = rng.choice(self.n, size=self.per_rank * self.world_size, replace=True, p=self.weights)
+        seen: dict[int, int] = {}
+        virtual = []
+        for d in draws.tolist():
+            k = seen.get(d, 0)
+            seen[d] = k + 1
+            virtual.append(d + k * self.n)
+        return iter(virtual[self.rank :: self.world_size])
 
 
 def make_loader(

@@ -32,6 +32,7 @@ __all__ = [
     "parse_reencode",
     "prepare",
     "reencode",
+    "resize_shorter",
     "to_tensor",
 ]
 
@@ -88,10 +89,16 @@ class PreprocessPolicy:
 
 @dataclass
 class Augment:
-    """CNNDetection-style training augmentation, applied to the full image before cropping.
+    """Training augmentation, applied to the full image before cropping, to both classes alike.
+
+    Order: downscale, blur, JPEG (as a photo travels: resized, then compressed), then the crop.
+    Each step depends only on the random generator, never on the label, so format, size and
+    compression cannot carry the class.
 
     Attributes:
         flip: random horizontal flip (p = 0.5).
+        downscale_prob, downscale_range: probability of a bicubic downscale by a factor uniform in
+            the range (never below the input size: an image is not shrunk past the crop it feeds).
         blur_prob, blur_sigma: probability of a Gaussian blur, sigma uniform in the range.
         jpeg_prob, jpeg_quality: probability of a JPEG re-encode, quality uniform in the
             inclusive integer range.
@@ -102,9 +109,15 @@ class Augment:
     blur_sigma: tuple[float, float] = (0.0, 3.0)
     jpeg_prob: float = 0.0
     jpeg_quality: tuple[int, int] = (30, 100)
+    downscale_prob: float = 0.0
+    downscale_range: tuple[float, float] = (0.25, 1.0)
 
     def __post_init__(self) -> None:
-        for name in ("blur_prob", "jpeg_prob"):
+        self.downscale_range = tuple(float(v) for v in self.downscale_range)
+        dlo, dhi = self.downscale_range if len(self.downscale_range) == 2 else (1.0, 0.0)
+        if not 0.0 < dlo <= dhi <= 1.0:
+            raise ConfigError(f"augment downscale_range must be (low, high) with 0 < low <= high <= 1, got {dlo, dhi}")
+        for name in ("blur_prob", "jpeg_prob", "downscale_prob"):
             p = getattr(self, name)
             if not 0.0 <= float(p) <= 1.0:
                 raise ConfigError(f"augment {name} must be in [0, 1], got {p!r}")
@@ -121,6 +134,7 @@ class Augment:
         """JSON-friendly dict (tuples become lists)."""
         d = asdict(self)
         d["blur_sigma"], d["jpeg_quality"] = list(self.blur_sigma), list(self.jpeg_quality)
+        d["downscale_range"] = list(self.downscale_range)
         return d
 
     @classmethod
@@ -150,14 +164,22 @@ def draft_side(policy: PreprocessPolicy) -> int | None:
     return math.ceil(policy.size * _REDUCING_GAP) if policy.resize else None
 
 
-def _resize_shorter(img: Image.Image, size: int) -> Image.Image:
+def resize_shorter(img: Image.Image, size: int) -> Image.Image:
+    """Resize (bicubic) so the shorter side is ``size``, keeping the aspect ratio."""
     w, h = img.size
     # max(size, ...) guards against rounding the longer side below the crop size.
     new = (size, max(size, round(h * size / w))) if w <= h else (max(size, round(w * size / h)), size)
     return img.resize(new, Image.Resampling.BICUBIC, reducing_gap=_REDUCING_GAP)
 
 
-def _augment(img: Image.Image, augment: Augment, rng: np.random.Generator) -> Image.Image:
+def _augment(img: Image.Image, augment: Augment, rng: np.random.Generator, size: int) -> Image.Image:
+    if augment.downscale_prob > 0 and rng.random() < augment.downscale_prob:
+        scale = float(rng.uniform(*augment.downscale_range))
+        w, h = img.size
+        scale = max(scale, size / min(w, h))
+        if scale < 1.0:
+            new = (max(size, round(w * scale)), max(size, round(h * scale)))
+            img = img.resize(new, Image.Resampling.BICUBIC, reducing_gap=_REDUCING_GAP)
     if augment.blur_prob > 0 and rng.random() < augment.blur_prob:
         sigma = float(rng.uniform(*augment.blur_sigma))
         if sigma > 0:
@@ -199,10 +221,10 @@ def prepare(
         img = img.convert("RGB")
     size = policy.size
     if train and augment is not None:
-        img = _augment(img, augment, rng)
+        img = _augment(img, augment, rng, size)
     w, h = img.size
     if min(w, h) < size or (policy.resize and min(w, h) != size):
-        img = _resize_shorter(img, size)
+        img = resize_shorter(img, size)
         w, h = img.size
     if train:
         left = int(rng.integers(0, w - size + 1))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mpft.checkpoint import CONFIG_NAME, DetectorConfig, load_checkpoint
+from mpft.checkpoint import CONFIG_NAME, DetectorConfig
 from mpft.data.dataset import ImageDataset
 from mpft.data.layouts import (
     FAKE,
@@ -53,7 +53,7 @@ from mpft.evaluate.report import (
 )
 from mpft.inference import score_dataset
 from mpft.model import DetectorModel
-from mpft.precision import apply_precision, check_precision, precision_device, resolve_precision
+from mpft.precision import check_precision, precision_device, resolve_precision
 from mpft.runtime import DistInfo, init_distributed, local_device, resolve_device, seed_everything
 from mpft.tam import MASK_STRATEGIES, MaskConfig
 
@@ -438,6 +438,7 @@ def evaluate(
     sweep_n_boot: int | None = None,
     encoder: Any = None,
     progress: bool | None = None,
+    views: str | None = None,
 ) -> EvalReport | None:
     """Evaluate a detector checkpoint on one or more labelled datasets.
 
@@ -463,6 +464,8 @@ def evaluate(
             native bf16, else fp32); see :mod:`mpft.precision`. metrics.json records the one used.
         encoder: an already-loaded backbone (skips loading it again).
         progress: progress bar on stderr; default when stderr is a terminal.
+        views: which crops are scored and how they combine (``"grid:2"``, see :mod:`mpft.views`);
+            None uses the checkpoint's setting. metrics.json records the one used.
 
     Returns:
         The report; None on torchrun ranks other than 0 (they only score their share).
@@ -537,6 +540,7 @@ def evaluate(
             progress=progress,
             precision=precision,
             precision_requested=check_precision(precision_requested),
+            views=views,
         )
     finally:
         if dist_info.enabled and not was_initialised:
@@ -572,18 +576,19 @@ def _run(
     progress: bool,
     precision: str = "fp32",
     precision_requested: str = "fp32",
+    views: str | None = None,
 ) -> EvalReport | None:
     from mpft.detector import Detector
 
     seed_everything(seed)
-    model, config = load_checkpoint(ckpt_dir, encoder=encoder)
-    model = apply_precision(model, precision, inplace=encoder is None)  # never convert a caller's encoder
-    detector = Detector(model, config, ckpt_dir, device)
-    model = detector.model
+    # the one loader: eval scores the graph predict and serve run (LoRA merged, same precision, views)
+    detector = Detector.load(ckpt_dir, device=str(device), encoder=encoder, precision=precision, views=views)
+    model, config = detector.model, detector.config
     policy = PreprocessPolicy.from_dict(config.preprocess)
     mask_cfg = parse_mask(mask, config.mask)
     score_kw: dict[str, Any] = {
         "batch_size": batch_size, "workers": workers, "device": device, "mask": mask_cfg,
+        "combine": detector.views.combine,
     }
     main = dist_info.is_main
 
@@ -591,7 +596,7 @@ def _run(
     threshold_cal: float | None = None
     calibration: str | None = None
     if cal_samples is not None:
-        ds = ImageDataset(cal_samples, policy, train=False, seed=seed)
+        ds = ImageDataset(cal_samples, policy, train=False, seed=seed, views=detector.views)
         got = _score(model, ds, dist_info=dist_info, desc="calibrating", progress=progress, **score_kw)
         if got is not None:
             if got.interrupted:
@@ -645,7 +650,7 @@ def _run(
         for plan in plans:
             ds = ImageDataset(
                 samples, policy, train=False, perturbation=plan.perturbation,
-                normalize_format=plan.normalize_format, seed=seed,
+                normalize_format=plan.normalize_format, seed=seed, views=detector.views,
             )
             t0 = time.perf_counter()
             got = _score(model, ds, dist_info=dist_info, desc=plan.name, progress=progress, **score_kw)
@@ -714,6 +719,7 @@ def _run(
             "normalize_format": normalize_format,
             "mask_at_inference": mask_cfg.to_dict() if mask_cfg is not None else None,
             "precision": precision,
+            "views": detector.views.spec,
             "precision_requested": precision_requested if precision_requested != precision else None,
             "n_boot": n_boot,
             "sweep_n_boot": sweep_n_boot if len(plans) > 1 else None,

@@ -1,0 +1,105 @@
+"""The one inference path: a preprocessor (source -> views or a per-file error) and a scorer.
+
+Every caller that turns images into scores goes through here: ``Detector.predict`` (CLI
+``predict``, ``serve``, the Python API), :func:`mpft.inference.score_dataset` (``eval``, training
+validation) and the benchmarks. Multi-view scoring therefore exists once:
+
+    source --decode_image--> RGB --view_pixels--> (V, 3, S, S) uint8 --Scorer--> one P(generated)
+
+The scorer batches the views of several images into one forward pass and combines each image's
+view logits with :func:`mpft.views.combine_logits` (the rule of the :class:`ViewConfig`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mpft.data.images import DEFAULT_MAX_PIXELS, decode_image
+from mpft.data.transforms import PreprocessPolicy, draft_side, resize_shorter
+from mpft.precision import autocast_for, model_precision
+from mpft.views import ViewConfig, combine_logits, make_views
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Prepared", "Preprocessor", "Scorer", "view_pixels"]
+
+
+def view_pixels(img: Image.Image, policy: PreprocessPolicy, views: ViewConfig) -> torch.Tensor:
+    """An RGB image -> (V, 3, S, S) uint8 model inputs.
+
+    A resizing policy first brings the shorter side to ``policy.size``; the views are then cut from
+    that image (so ``center`` is exactly the single crop of :func:`mpft.data.transforms.prepare`).
+    """
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if policy.resize and min(img.size) != policy.size:
+        img = resize_shorter(img, policy.size)
+    arr = make_views(img, policy.size, views)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One decoded input: its views (V, 3, S, S) uint8 and decoding notes (e.g. EXIF rotation)."""
+
+    pixels: torch.Tensor
+    notes: tuple[str, ...] = ()
+    size: tuple[int, int] = (0, 0)
+
+
+class Preprocessor:
+    """Path, bytes or PIL image -> :class:`Prepared`; raises ``ImageDecodeError`` for a bad input."""
+
+    def __init__(self, policy: PreprocessPolicy, views: ViewConfig, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.policy, self.views, self.max_pixels = policy, views, max_pixels
+
+    @property
+    def draft_min_side(self) -> int | None:
+        # reduced-scale JPEG decoding is exact enough only when every view is a downscale
+        return draft_side(self.policy) if (self.views.grid == 0 or self.policy.resize) else None
+
+    def __call__(self, source) -> Prepared:
+        dec = decode_image(source, max_pixels=self.max_pixels, draft_min_side=self.draft_min_side)
+        return Prepared(view_pixels(dec.image, self.policy, self.views), tuple(dec.notes), dec.image.size)
+
+
+class Scorer:
+    """Batched, precision-aware scoring of per-image view stacks with one combination rule."""
+
+    def __init__(self, model: torch.nn.Module, *, device: torch.device | None = None, combine: str = "mean",
+                 batch_size: int = 32, precision: str | None = None):
+        self.model = model
+        self.device = device or next(model.parameters()).device
+        self.combine = combine
+        self.batch_size = max(1, int(batch_size))
+        self.precision = precision or model_precision(model)
+
+    @torch.inference_mode()
+    def logits(self, pixels: torch.Tensor, mask=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(N, 3, S, S) uint8 or [0, 1] float -> (N,) float32 logits, ``batch_size`` views per forward pass."""
+        self.model.eval()
+        out = []
+        for i in range(0, pixels.shape[0], self.batch_size):
+            chunk = pixels[i : i + self.batch_size].to(self.device, non_blocking=True)
+            with autocast_for(self.device, self.precision):
+                lg = self.model(chunk, mask, generator=generator) if mask is not None else self.model(chunk)
+            out.append(lg.float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def combined_logits(self, views: Sequence[torch.Tensor], mask=None,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-image view stacks [(V_i, 3, S, S)] -> (len(views),) combined logits."""
+        if not views:
+            return torch.zeros(0)
+        counts = [int(v.shape[0]) for v in views]
+        return combine_logits(self.logits(torch.cat(list(views)), mask, generator), counts, self.combine)
+
+    def score(self, views: Sequence[torch.Tensor], mask=None, generator: torch.Generator | None = None) -> np.ndarray:
+        """Per-image view stacks -> (len(views),) float64 P(generated)."""
+        return torch.sigmoid(self.combined_logits(views, mask, generator)).numpy().astype(np.float64)
