@@ -405,3 +405,25 @@ def test_unexpected_failure_is_a_json_500_and_logged(caplog):
     assert r.json() == {"detail": "internal server error (see the server log)"}
     access = [json.loads(x.getMessage()) for x in caplog.records if x.name == ACCESS_LOGGER]
     assert access[-1]["status"] == 500
+
+
+def _png_header_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height (the pixel data is not valid: only headers are read)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_upload_size_check_is_the_detectors_one_limit_not_pillows():
+    """A 108 MP phone photo passes when max_pixels allows it (Pillow's own guard fires at 89.5 MP)."""
+    from mpft.serve.upload import check_image
+
+    data = _png_header_declaring(12000, 9000)
+    assert check_image(data, max_pixels=200_000_000) is None
+    status, reason = check_image(data, max_pixels=64_000_000)
+    assert status == 422 and "max_pixels" in reason

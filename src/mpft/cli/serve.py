@@ -71,6 +71,12 @@ def serve_cmd(
         None, "--workers-threads", help="Torch CPU threads for inference (default: torch's choice)."
     ),
     device: str = typer.Option("cpu", help="auto, cpu or cuda."),
+    views: str = typer.Option(
+        None,
+        "--views",
+        help="Which crops are scored and how they combine: center, grid:N (N x N native-resolution crops over "
+        "the image), whole (resized whole image), grid:N+whole; @mean (default) or @max. Default: the model's own.",
+    ),
     precision: str = typer.Option("fp32", help="fp32; bf16 (autocast: ~1.8x faster on CPUs with native bf16, "
                                   "AVX512-BF16 or AMX; slower than fp32 elsewhere); auto (bf16 on those CPUs, else "
                                   "fp32); int8 (CPU only, approximate). See docs/performance.md."),
@@ -94,6 +100,10 @@ def serve_cmd(
     from mpft.precision import precision_device
 
     device = precision_device(precision, device)  # a bad --precision fails now, not in the loader thread
+    if views is not None:
+        from mpft.views import parse_views
+
+        parse_views(views)  # likewise a bad --views
     settings = ServeSettings.from_mb(
         max_upload_mb,
         max_pixels=max_pixels if max_pixels is not None else DEFAULT_MAX_PIXELS,
@@ -125,7 +135,7 @@ def serve_cmd(
         log.warning("listening on %s: the service is reachable from other machines", host)
     sock = _bind(host, port)
     _access_log_to_stderr()
-    application = create_app(lambda: Detector.load(model, device=device, precision=precision), settings)
+    application = create_app(lambda: Detector.load(model, device=device, precision=precision, views=views), settings)
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"mpft serve: http://{shown}:{sock.getsockname()[1]}/ (model loads in the background; "
                "GET /readyz says when it is ready)", err=True)
