@@ -181,7 +181,7 @@ def test_422_over_the_configured_pixel_limit(tiny_detector):
     with ready_client(app) as c:
         r = c.post(PREDICT, files=files(("wide.png", png_bytes(60, 50))))
         assert r.status_code == 422
-        assert "60x50 = 3000 pixels > limit 2500" in r.json()["detail"]
+        assert "60x50 = 3000 pixels > max_pixels=2500" in r.json()["detail"]
         assert c.post(PREDICT, files=files(("ok.png", png_bytes(50, 50)))).status_code == 200
 
 
