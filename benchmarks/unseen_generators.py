@@ -74,6 +74,9 @@ FOLDS: dict[str, tuple[str, ...]] = {
     "sd1+sd2": ("sd1", "sd2"),
     "cascade+small": ("cascade", "hidream", "auraflow", "qwen", "hunyuan", "lumina", "omnigen", "zimage", "cosmos"),
     "comfyui": ("comfyui",),
+    # unseen generators AND an unseen real source: the closest we have to images from elsewhere
+    "comfyui/real=camera": ("comfyui",),
+    "comfyui/real=imagenet": ("comfyui",),
 }
 TRAIN_AUGMENT = Augment(
     flip=True,
@@ -234,10 +237,11 @@ def encode(enc, views: np.ndarray, prefix_at: int | None, precision: str) -> dic
     return out
 
 
-def extract(items: list[Item], enc, root: Path, n_train_views: int, prefix_at: int, precision: str) -> dict:
+def extract(items: list[Item], enc, root: Path, n_train_views: int, prefix_at: int | None, precision: str,
+            conditions: dict[str, tuple[str, ...]] = CONDITIONS) -> dict:
     size = enc.image_size
     stores = {"train": Store(root, "train", len(items), n_train_views, enc, prefix_at)}
-    for cond, names in CONDITIONS.items():
+    for cond, names in conditions.items():
         stores[cond] = Store(root, cond, len(items), len(names), enc, prefix_at if cond == "jpeg95" else None)
     todo = [i for i in range(len(items)) if not all(s.done[i] for s in stores.values())]
     t0 = time.perf_counter()
@@ -245,7 +249,7 @@ def extract(items: list[Item], enc, root: Path, n_train_views: int, prefix_at: i
         img = decode_image(items[i].path).image
         key = int(hashlib.sha256(items[i].path.encode()).hexdigest()[:8], 16)
         jobs = {"train": (train_views(img, size, n_train_views, key), np.ones(n_train_views, bool))}
-        for cond, names in CONDITIONS.items():
+        for cond, names in conditions.items():
             jobs[cond] = test_views(condition_image(img, cond), size, names)
         for name, (views, distinct) in jobs.items():
             st = stores[name]
@@ -281,6 +285,7 @@ def methods_for(num_layers: int) -> dict[str, Method]:
         "linear": Method("linear", "probe"),
         "rine": Method("rine", "probe", blocks=tuple(range(1, L + 1))),
         "rine-upper": Method("rine-upper", "probe", blocks=half),
+        "rine-lower": Method("rine-lower", "probe", blocks=tuple(range(1, L // 2 + 1))),
         "last-k": Method("last-k", "finetune", epochs=2),
         "last-k-tam0.25": Method("last-k-tam0.25", "finetune", mask="tam", ratio=0.25, epochs=2),
         "last-k-tam0.5": Method("last-k-tam0.5", "finetune", mask="tam", ratio=0.5, epochs=2),
@@ -288,15 +293,22 @@ def methods_for(num_layers: int) -> dict[str, Method]:
     }
 
 
-def split_reals(items: list[Item], seed: int) -> dict[str, np.ndarray]:
-    """Indices of real photos for train / calib / test, 60/20/20 per source."""
+def split_reals(items: list[Item], seed: int, held_source: str | None = None) -> dict[str, np.ndarray]:
+    """Indices of real photos for train / calib / test, 60/20/20 per source.
+
+    With ``held_source`` every photo of that source is a test photo and the others split 75/25 into
+    train / calib: the threshold then comes from the training sources, as it would in deployment.
+    """
     parts: dict[str, list[int]] = {"train": [], "calib": [], "test": []}
     for source in ("camera", "imagenet"):
         idx = np.array([i for i, it in enumerate(items) if it.label == 0 and it.source == source])
         if not len(idx):
             continue
+        if source == held_source:
+            parts["test"] += idx.tolist()
+            continue
         idx = idx[np.random.default_rng([seed, len(source)]).permutation(len(idx))]
-        a, b = int(0.6 * len(idx)), int(0.8 * len(idx))
+        a, b = (int(0.75 * len(idx)), len(idx)) if held_source else (int(0.6 * len(idx)), int(0.8 * len(idx)))
         parts["train"] += idx[:a].tolist()
         parts["calib"] += idx[a:b].tolist()
         parts["test"] += idx[b:].tolist()
@@ -464,7 +476,7 @@ def auc_ci(y: np.ndarray, s: np.ndarray, n_boot: int = 500, seed: int = 0) -> tu
 
 def run_one(items, stores, enc, m: Method, fold: str, seed: int, prefix_at: int) -> dict:
     held = set(FOLDS[fold])
-    reals = split_reals(items, seed)
+    reals = split_reals(items, seed, fold.partition("/real=")[2] or None)
     gen_train = np.array([i for i, it in enumerate(items)
                           if it.label == 1 and it.source == "native" and it.family not in held])
     gen_test = np.array([i for i, it in enumerate(items) if it.label == 1 and it.family in held])
@@ -534,7 +546,7 @@ def report(path: Path) -> str:
                     continue
                 a = np.mean([r["conditions"][cond][vs]["auc"] for r in rs])
                 rc = np.mean([r["conditions"][cond][vs]["recall"] for r in rs])
-                if f != "comfyui":
+                if not f.startswith("comfyui"):
                     aucs.append(a)
                     recs_.append(rc)
                 one = rs[0]["conditions"][cond][vs]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,3 +100,54 @@ def test_int8_variants_script_runs(tmp_path, tiny_checkpoint):
         assert 0 <= r["max_abs_dp"] < 0.5 and r["images_per_s"] > 0, name
     # the variants are really different computations
     assert rows["dynamic-7bit"]["max_abs_dlogit"] != rows["dynamic-8bit"]["max_abs_dlogit"]
+
+
+@pytest.mark.slow
+def test_unseen_generators_quick_holds_out_whole_families_and_resumes(tmp_path, data_root):
+    ug = _load("unseen_generators")
+    out = tmp_path / "unseen"
+    args = ["--quick", "--out", str(out), "--methods", "linear", "rine", "last-k-tam0.25"]
+    assert ug.main(args) == 0
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert {(r["method"], r["fold"]) for r in rows} == {(m, f) for m in args[4:] for f in ug.FOLDS}
+    items = ug.load_items(6, quick=True)
+    for r in rows:
+        assert r["n_test_gen"] > 0 and r["n_test_real"] > 0
+        c = r["conditions"]["jpeg95"]["center"]
+        assert 0 <= c["auc"] <= 1 and c["auc_ci"][0] <= c["auc"] <= c["auc_ci"][1]
+        assert c["recall_ci"][0] <= c["recall"] <= c["recall_ci"][1]
+        if r["method"] != "last-k-tam0.25":
+            assert set(r["audit"]) >= {"png_vs_jpeg95", "size_full_vs_half"}
+    # whole families are held out: every image of the fold's families is a test image, none trains
+    for r in rows:
+        fams = ug.FOLDS[r["fold"]]
+        assert r["n_test_gen"] == sum(it.label == 1 and it.family in fams for it in items)
+        native_train = [it for it in items if it.label == 1 and it.source == "native" and it.family not in fams]
+        assert r["n_train_gen"] == len(native_train)
+    split = ug.split_reals(items, 0, "camera")
+    assert all(items[i].source == "camera" for i in split["test"])
+    assert not any(items[i].source == "camera" for i in np.r_[split["train"], split["calib"]].astype(int))
+    # a rerun finds everything done
+    assert ug.main(args) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
+    assert "rine" in ug.report(out / "results.jsonl")
+
+
+@pytest.mark.slow
+def test_make_default_detector_quick_writes_a_calibrated_checkpoint(tmp_path, data_root):
+    mk = _load("make_default_detector")
+    out = tmp_path / "det"
+    assert mk.main(["--quick", "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
+    from mpft.detector import Detector
+
+    det = Detector.load(out)
+    assert det.views.spec == "grid:2+whole" and det.config.tune["feature_blocks"]
+    assert 0 < det.threshold < 1 and det.config.thresholds["calibrated"]["target_fpr"] == 0.05
+    split = json.loads((tmp_path / "cache" / "split.json").read_text())
+    train = set(split["train"])
+    for other in ("calib", "test_real", "held_gen"):
+        assert not train & set(split[other])
+    with open(data_root / "native.csv", newline="") as f:
+        fams = {r["path"]: r["generator"] for r in csv.DictReader(f)}
+    held = split["held_gen"]
+    assert held and all(fams[str(Path(p).relative_to(data_root))] == "sd3" for p in held)

@@ -298,4 +298,32 @@ def test_shipped_default_detector_loads_and_scores(tmp_path):
     assert det.threshold == cfg["threshold"] and "calibrated" in cfg["thresholds"]
     Image.fromarray(noise(300, 260)).save(tmp_path / "n.png")
     (r,) = det.predict(tmp_path / "n.png")
-    assert r.ok and 0.0 <= r.probability <= 1.0 and r.model_id.startswith("mpft-default-lora")
+    assert r.ok and 0.0 <= r.probability <= 1.0 and r.model_id.startswith("mpft-default-linear")
+
+
+#: logits of the shipped detector (fp32, its own views) on images it never trained on; regenerate with the
+#: snippet in docs/model-card.md when the detector is retrained on purpose
+GOLDEN_DEFAULT_LOGITS = {
+    "open_generators/ai/comfyui_examples__sd3__sd3.png": 9.6252,  # held-out family
+    "camera_photos/nature/metadata_extractor_images__jpg__Apple_iPhone_5.jpg": -7.6111,  # held-back photo
+    "imagenet_samples/nature/n01558993_robin.JPEG": -14.0498,  # held-back photo
+    "skimage:astronaut.png": 0.124,
+    "skimage:chelsea.png": -2.9401,
+}
+
+
+@pytest.mark.slow
+def test_shipped_default_detector_golden_logits(data_root):
+    """Any change to the shipped weights, views, preprocessing or scoring path shows here."""
+    import math
+    import os
+
+    import skimage
+
+    from mpft import Detector
+
+    sk = os.path.join(os.path.dirname(skimage.__file__), "data")
+    paths = [os.path.join(sk, k[8:]) if k.startswith("skimage:") else str(data_root / k) for k in GOLDEN_DEFAULT_LOGITS]
+    preds = Detector.load().predict(paths)
+    got = [math.log(p.probability / (1 - p.probability)) for p in preds]
+    assert got == pytest.approx(list(GOLDEN_DEFAULT_LOGITS.values()), abs=2e-3)
