@@ -92,6 +92,17 @@ def scores(det: Detector, paths: list[str]) -> np.ndarray:
     return np.array([p.probability if p.ok else np.nan for p in preds], dtype=np.float64)
 
 
+def cpu_description() -> str:
+    """Model name and the SIMD flags that decide speed here (the CPU varies between machines)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
+    flags = sorted({f for f in text.split() if f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")})
+    return f"{name} ({' '.join(flags)})"
+
+
 def rate(k: int, n: int) -> dict:
     lo, hi = wilson_interval(k, n)
     return {"k": k, "n": n, "rate": k / n if n else None, "ci95": [lo, hi]}
@@ -158,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                    "feature_precision": args.precision, "seed": args.seed,
                    "optimizer": "AdamW lr 1e-3 wd 0.01, cosine"},
         "data": {"train_generated_by_family": {}, "train_real_by_source": {}, "holdout_families": args.holdout},
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
+        "machine": {"cpu": cpu_description(), "threads": torch.get_num_threads(), "torch": torch.__version__},
     }
     for it in train_items:
         key = "train_generated_by_family" if it.label else "train_real_by_source"

@@ -25,8 +25,9 @@ entering block ``L-K`` and per-patch texture scores (last-K / TAM / LoRA, which 
 the last K blocks). Masking those methods at block L-K instead of at the input is an
 approximation of MPFT's input masking, stated in docs/benchmarks.md.
 
-Results: one JSON line per (method, fold, seed) in ``OUT/results.jsonl``, appended as each finishes;
-a rerun skips finished ones (resumable). ``--report`` prints the tables in Markdown.
+Results: one JSON line per (method, fold, seed) in ``benchmarks/results/unseen_generators/results.jsonl``
+(``--out``), appended as each finishes; a rerun skips finished ones (resumable); the feature cache is in
+``runs/unseen`` (``--cache``). ``--report`` prints the tables in Markdown.
 
     python benchmarks/unseen_generators.py                      # the grid (hours on 2 CPU cores)
     python benchmarks/unseen_generators.py --methods linear rine # some methods
@@ -410,7 +411,10 @@ def train_suffix(enc, store: Store, idx, labels, weights, m: Method, seed: int, 
     w = torch.from_numpy(weights)
     y = torch.from_numpy(labels.astype(np.float32))
     model.train()
-    for _ in range(steps):
+    t0 = time.perf_counter()
+    for step in range(steps):
+        if step in (1, steps // 4, steps // 2, 3 * steps // 4):
+            log.info("  %s: step %d/%d (%.1f s/step)", m.name, step, steps, (time.perf_counter() - t0) / max(step, 1))
         i = torch.multinomial(w, batch, replacement=True, generator=g).numpy()
         j = torch.randint(0, v, (batch,), generator=g).numpy()
         rows, cols = idx[i], j
@@ -489,7 +493,7 @@ def run_one(items, stores, enc, m: Method, fold: str, seed: int, prefix_at: int)
     else:
         fitted = train_suffix(enc, stores["train"], train_idx, labels, weights, m, seed, prefix_at)
     train_s = time.perf_counter() - t0
-    rec = {"method": m.name, "fold": fold, "seed": seed, "n_train_real": len(reals["train"]),
+    rec = {"method": m.name, "fold": fold, "seed": seed, "epochs": m.epochs, "n_train_real": len(reals["train"]),
            "n_train_gen": len(gen_train), "n_test_gen": len(gen_test), "n_test_real": len(reals["test"]),
            "n_calib": len(reals["calib"]), "train_seconds": round(train_s, 1), "conditions": {}}
     test_idx = np.concatenate([reals["test"], gen_test])
@@ -525,41 +529,84 @@ def run_one(items, stores, enc, m: Method, fold: str, seed: int, prefix_at: int)
     return rec
 
 
-def report(path: Path) -> str:
-    recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+def _cell(rs: list[dict], cond: str, vs: str, key: str) -> tuple[float, float, float]:
+    """Mean over seeds of a metric and of its interval bounds."""
+    vals = [r["conditions"][cond][vs] for r in rs]
+    ci = "auc_ci" if key == "auc" else f"{key}_ci"
+    return (float(np.mean([v[key] for v in vals])), float(np.mean([v[ci][0] for v in vals])),
+            float(np.mean([v[ci][1] for v in vals])))
+
+
+def report(path: Path, detail: str = "rine-upper") -> str:
+    """Markdown tables: AUC / recall per method and fold, then one method's folds with intervals and FPR."""
+    recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
     if not recs:
         return "no results yet"
-    lines = []
     methods = list(dict.fromkeys(r["method"] for r in recs))
     folds = [f for f in FOLDS if any(r["fold"] == f for r in recs)]
-    for cond, vs in (("jpeg95", "center"), ("jpeg95", "grid3c+whole"), ("half-jpeg95", "center")):
-        lines += [f"\n### {cond}, views {vs}: AUC / recall at 5% FPR (mean over seeds; seeds)\n",
-                  "| method | " + " | ".join(folds) + " | mean of folds (native) |",
+    lines: list[str] = []
+
+    def pick(m: str, f: str, cond: str, vs: str) -> list[dict]:
+        return [r for r in recs if r["method"] == m and r["fold"] == f and vs in r["conditions"].get(cond, {})]
+
+    for cond, vs in (("jpeg95", "grid2+whole"), ("jpeg95", "center"), ("half-jpeg95", "center")):
+        lines += [f"\n#### {cond}, views {vs}: AUC / recall at 5% FPR (mean over seeds; n seeds)\n",
+                  "| method | " + " | ".join(folds) + " | mean, held-out native families |",
                   "|---|" + "---|" * (len(folds) + 1)]
         for m in methods:
-            cells, aucs, recs_ = [], [], []
+            cells, aucs, rcs = [], [], []
             for f in folds:
-                rs = [r for r in recs if r["method"] == m and r["fold"] == f and cond in r["conditions"]
-                      and vs in r["conditions"][cond]]
+                rs = pick(m, f, cond, vs)
                 if not rs:
                     cells.append("-")
                     continue
-                a = np.mean([r["conditions"][cond][vs]["auc"] for r in rs])
-                rc = np.mean([r["conditions"][cond][vs]["recall"] for r in rs])
+                a, rc = _cell(rs, cond, vs, "auc")[0], _cell(rs, cond, vs, "recall")[0]
                 if not f.startswith("comfyui"):
                     aucs.append(a)
-                    recs_.append(rc)
-                one = rs[0]["conditions"][cond][vs]
-                ci = f" [{one['auc_ci'][0]:.2f},{one['auc_ci'][1]:.2f}]" if len(rs) == 1 else ""
-                cells.append(f"{a:.3f}{ci} / {100 * rc:.0f}% ({len(rs)})")
-            mean = f"{np.mean(aucs):.3f} / {100 * np.mean(recs_):.1f}%" if aucs else "-"
+                    rcs.append(rc)
+                cells.append(f"{a:.3f} / {100 * rc:.0f}% ({len(rs)})")
+            mean = f"{np.mean(aucs):.3f} / {100 * np.mean(rcs):.1f}%" if len(aucs) == 6 else "-"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean} |")
+    if any(r["method"] == detail for r in recs):
+        lines += [f"\n#### {detail} per fold (jpeg95, views grid2+whole; 95% intervals, mean of the per-seed bounds)\n",
+                  "| fold | test generated / real | AUC | recall at 5% FPR | FPR on test photos |",
+                  "|---|---|---|---|---|"]
+        for f in folds:
+            rs = pick(detail, f, "jpeg95", "grid2+whole")
+            if not rs:
+                continue
+            a, r_, fp = (_cell(rs, "jpeg95", "grid2+whole", k) for k in ("auc", "recall", "fpr"))
+            lines.append(f"| {f} | {rs[0]['n_test_gen']} / {rs[0]['n_test_real']} | "
+                         f"{a[0]:.3f} [{a[1]:.2f}, {a[2]:.2f}] | "
+                         f"{100 * r_[0]:.1f}% [{100 * r_[1]:.0f}, {100 * r_[2]:.0f}] | "
+                         f"{100 * fp[0]:.1f}% [{100 * fp[1]:.0f}, {100 * fp[2]:.0f}] |")
+    audits = [r for r in recs if "audit" in r]
+    if audits:
+        lines += ["\n#### Format / size audit (same test images, centre view; all folds and seeds)\n",
+                  "| method | PNG vs JPEG q95: mean / max abs shift | stored vs halved size: mean / max |",
+                  "|---|---|---|"]
+        for m in methods:
+            a = [r["audit"] for r in audits if r["method"] == m]
+            if a:
+                lines.append(f"| {m} | {np.mean([x['png_vs_jpeg95']['mean'] for x in a]):.3f} / "
+                             f"{np.max([x['png_vs_jpeg95']['max'] for x in a]):.3f} | "
+                             f"{np.mean([x['size_full_vs_half']['mean'] for x in a]):.3f} / "
+                             f"{np.max([x['size_full_vs_half']['max'] for x in a]):.3f} |")
+    views_rows = [r for r in recs if r["method"] == detail and not r["fold"].startswith("comfyui")]
+    if views_rows:
+        lines += [f"\n#### Views and combination rule ({detail}, jpeg95, mean over held-out native folds and seeds)\n",
+                  "| views | AUC | recall at 5% FPR |", "|---|---|---|"]
+        for vs in VIEW_SETS:
+            lines.append(f"| {vs} | {np.mean([r['conditions']['jpeg95'][vs]['auc'] for r in views_rows]):.3f} | "
+                         f"{100 * np.mean([r['conditions']['jpeg95'][vs]['recall'] for r in views_rows]):.1f}% |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "unseen")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "unseen_generators",
+                    help="where results.jsonl lives (committed: --report regenerates the tables from it)")
+    ap.add_argument("--cache", type=Path, default=REPO / "runs" / "unseen", help="feature cache (GBs, not committed)")
     ap.add_argument("--quick", action="store_true", help="random:tiny backbone, a few images per family (CI)")
     ap.add_argument("--methods", nargs="*", default=None)
     ap.add_argument("--folds", nargs="*", default=None)
@@ -567,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--imagenet", type=int, default=200, help="ImageNet photos added to the real side")
     ap.add_argument("--train-views", type=int, default=4)
     ap.add_argument("--layers", type=int, default=4, help="K: blocks a fine-tuned method trains")
+    ap.add_argument("--finetune-epochs", type=int, default=None, help="passes over the training views (default 2)")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="bf16", help="frozen feature extraction")
     ap.add_argument("--extract-only", action="store_true")
     ap.add_argument("--report", action="store_true")
@@ -574,7 +622,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.quick:
-        args.out = args.out if args.out != REPO / "runs" / "unseen" else REPO / "runs" / "unseen-quick"
+        default_out = REPO / "benchmarks" / "results" / "unseen_generators"
+        args.out = args.out if args.out != default_out else REPO / "runs" / "unseen-quick"
+        args.cache = args.out / "cache"
         args.imagenet, args.train_views, args.seeds = 6, 2, args.seeds[:1]
     results = args.out / "results.jsonl"
     if args.report:
@@ -586,12 +636,17 @@ def main(argv: list[str] | None = None) -> int:
     prefix_at = enc.num_layers - (min(args.layers, 2) if args.quick else args.layers)
     ident = hashlib.sha256(json.dumps([spec, [i.path for i in items], args.train_views, prefix_at,
                                        args.precision, TRAIN_AUGMENT.to_dict()]).encode()).hexdigest()[:12]
-    root = args.out / f"features-{ident}"
+    root = args.cache / f"features-{ident}"
     log.info("%d images (%d generated); features in %s", len(items), sum(i.label for i in items), root)
     stores = extract(items, enc, root, args.train_views, prefix_at, args.precision)
     if args.extract_only:
         return 0
     all_methods = methods_for(enc.num_layers)
+    if args.finetune_epochs:
+        import dataclasses
+
+        all_methods = {k: dataclasses.replace(m, epochs=args.finetune_epochs) if m.kind == "finetune" else m
+                       for k, m in all_methods.items()}
     names = args.methods or list(all_methods)
     done = set()
     if results.is_file():

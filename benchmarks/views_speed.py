@@ -10,6 +10,7 @@ Target (issue 11): the default views cost at most 3x a single view on a 12 MP ph
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -70,11 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             rows[spec] = time_predict(det, img, args.repeats)
     base = rows[args.views[0]]
     flags = ""
-    try:
+    with contextlib.suppress(OSError):
         flags = " ".join(sorted({f for f in Path("/proc/cpuinfo").read_text().split() if f in
                                  ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")}))
-    except OSError:
-        pass
     print(f"{size[0]}x{size[1]} JPEG, Detector.predict median of {args.repeats}; CPU flags: {flags}")
     print(f"{'views':<16}{'seconds':>10}{'x ' + args.views[0]:>12}")
     for spec, s in rows.items():
