@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mpft import __version__
+from mpft.config import DEFAULT_THRESHOLD, DEFAULT_UNCERTAIN_BAND
 from mpft.errors import CheckpointError
 from mpft.fsutil import atomic_directory, atomic_write_text
 from mpft.model import DetectorModel, TuneConfig
@@ -40,8 +41,8 @@ class DetectorConfig:
     preprocess: dict
     # which views are scored and how they combine (mpft.views.ViewConfig); {} = one centre crop
     views: dict = field(default_factory=dict)
-    threshold: float = 0.5
-    uncertain_band: float = 0.1
+    threshold: float = DEFAULT_THRESHOLD
+    uncertain_band: float = DEFAULT_UNCERTAIN_BAND
     thresholds: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     mpft_version: str = __version__

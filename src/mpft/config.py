@@ -9,6 +9,13 @@ from mpft.errors import ConfigError
 
 T = TypeVar("T")
 
+# The uncalibrated decision threshold: probability >= 0.5 of "generated" means generated. A
+# checkpoint may store another (calibrated) one; evaluation always reports figures at this one too.
+DEFAULT_THRESHOLD = 0.5
+# Default half-width of the "uncertain" verdict band around the threshold for a checkpoint that
+# does not set one (the shipped detector stores its own, narrower band; see docs/predict.md).
+DEFAULT_UNCERTAIN_BAND = 0.1
+
 
 def from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
     """Build ``cls`` from a dict read from JSON: unknown keys are a ConfigError, lists become tuples."""

@@ -33,7 +33,8 @@ class TuneConfig:
     strategy: str = "last-k"
     layers: int = 4
     lora_rank: int = 8
-    lora_alpha: float = 16.0
+    # None: 2 * lora_rank (resolved here, so a saved config always records the number used)
+    lora_alpha: float | None = None
     lora_dropout: float = 0.0
     # 1-based blocks whose CLS tokens feed the head; () = the final pooled embedding
     feature_blocks: tuple[int, ...] = ()
@@ -48,6 +49,8 @@ class TuneConfig:
             raise ConfigError(f"--layers must be >= 1, got {self.layers}")
         if self.lora_rank < 1:
             raise ConfigError(f"--lora-rank must be >= 1, got {self.lora_rank}")
+        if self.lora_alpha is None:
+            self.lora_alpha = 2.0 * self.lora_rank
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from mpft import __version__
 from mpft.backbones import DEFAULT_BACKBONE, load_backbone
-from mpft.checkpoint import DetectorConfig, save_checkpoint
+from mpft.checkpoint import DEFAULT_THRESHOLD, DetectorConfig, save_checkpoint
 from mpft.data.dataset import BALANCE_MODES, BalancedSampler, ImageDataset, balance_weights, make_loader
 from mpft.data.layouts import (
     Sample,
@@ -205,13 +205,14 @@ def validate(model: DetectorModel, samples: list[Sample], cfg: TrainConfig, devi
     labels = np.array([s.label for s in samples])
     ok = ~np.isnan(scores)
     y, p = labels[ok], scores[ok]
-    acc = float(((p >= 0.5) == (y == 1)).mean()) if len(y) else float("nan")
+    t = DEFAULT_THRESHOLD  # validation chooses the best epoch at the uncalibrated threshold
+    acc = float(((p >= t) == (y == 1)).mean()) if len(y) else float("nan")
     ap = float(average_precision_score(y, p)) if len(set(y.tolist())) == 2 else float("nan")
     return {
         "acc": acc,
         "ap": ap,
-        "real_acc": float((p[y == 0] < 0.5).mean()) if (y == 0).any() else float("nan"),
-        "fake_acc": float((p[y == 1] >= 0.5).mean()) if (y == 1).any() else float("nan"),
+        "real_acc": float((p[y == 0] < t).mean()) if (y == 0).any() else float("nan"),
+        "fake_acc": float((p[y == 1] >= t).mean()) if (y == 1).any() else float("nan"),
         "n": int(ok.sum()),
         "skipped": len(errors),
     }
@@ -225,8 +226,8 @@ def _make_config(cfg: TrainConfig, model: DetectorModel, training: dict) -> Dete
         mask=cfg.mask.to_dict(),
         preprocess=cfg.preprocess.to_dict(),
         views=cfg.views.to_dict(),
-        threshold=0.5,
-        thresholds={"default": {"value": 0.5, "how": "uncalibrated 0.5"}},
+        threshold=DEFAULT_THRESHOLD,
+        thresholds={"default": {"value": DEFAULT_THRESHOLD, "how": f"uncalibrated {DEFAULT_THRESHOLD:g}"}},
         training=training,
     )
 

@@ -136,7 +136,6 @@ def train_cmd(
             strategy=tune,
             layers=layers,
             lora_rank=lora_rank,
-            lora_alpha=2.0 * lora_rank,
             feature_blocks=parse_blocks(feature_blocks),
         ),
         mask=MaskConfig(

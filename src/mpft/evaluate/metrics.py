@@ -27,6 +27,7 @@ import numpy as np
 import sklearn
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score, roc_curve
 
+from mpft.config import DEFAULT_THRESHOLD
 from mpft.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -443,7 +444,7 @@ def compute_metrics(
     labels: Any,
     scores: Any,
     *,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     calibrated_threshold: float | None = None,
     oracle: bool = False,
     n_boot: int = 1000,

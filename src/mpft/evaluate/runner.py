@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mpft.checkpoint import CONFIG_NAME, DetectorConfig
+from mpft.checkpoint import CONFIG_NAME, DEFAULT_THRESHOLD, DetectorConfig
 from mpft.data.dataset import ImageDataset
 from mpft.data.layouts import (
     FAKE,
@@ -614,7 +614,7 @@ def _run(
                 f"threshold_at_fpr on {ok.size} real images of {calibrate_on} "
                 f"at target FPR {100 * target_fpr:g}%"
             )
-    elif detector.threshold != 0.5:
+    elif detector.threshold != DEFAULT_THRESHOLD:
         threshold_cal = detector.threshold
         calibration = _stored_threshold_note(config)
 
@@ -638,7 +638,7 @@ def _run(
             raise DataError(f"no image could be scored under condition {plan.name!r} ({len(got.errors)} failed)")
         rows = group_metrics(
             labels[ok], got.scores[ok], generators[ok], real_pool=eval_data.real_pool,
-            threshold=0.5, calibrated_threshold=threshold_cal, oracle=oracle, n_boot=n_boot, seed=seed,
+            threshold=DEFAULT_THRESHOLD, calibrated_threshold=threshold_cal, oracle=oracle, n_boot=n_boot, seed=seed,
         )
         conditions.append(Condition(plan.name, plan.perturbation.name if plan.perturbation else None, rows))
         score_rows.extend(
@@ -694,7 +694,7 @@ def _run(
         sum(n_scored.values()), n_attempted, sum(n_failed.values()), seconds,
         sum(n_scored.values()) / max(seconds, 1e-9),
     )
-    thresholds: dict[str, float | None] = {"fixed": 0.5}
+    thresholds: dict[str, float | None] = {"fixed": DEFAULT_THRESHOLD}
     if threshold_cal is not None:
         thresholds["calibrated" if cal_samples is not None else "stored"] = threshold_cal
     meta = ReportMeta(
