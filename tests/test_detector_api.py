@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps, features
 
-from mpft.errors import CheckpointError
+from mpft.errors import CheckpointError, ConfigError
 from tests.conftest import make_tiny_checkpoint
 
 
@@ -120,7 +120,7 @@ def test_verdict_and_band(det):
         assert d.verdict(0.55) == "uncertain"
         d.set_band(0.0)
         assert d.verdict(0.5) == "generated"
-        with pytest.raises(Exception, match="band"):
+        with pytest.raises(ConfigError, match="band"):
             d.set_band(0.7)
     finally:
         d.threshold, d.uncertain_band = old

@@ -14,6 +14,7 @@ from PIL import Image
 from mpft.backbones import load_backbone
 from mpft.cli import main
 from mpft.detector import Detector
+from mpft.errors import ConfigError
 from mpft.explain import (
     FIGSIZE,
     default_group,
@@ -64,7 +65,7 @@ def test_group_index_blocks_and_ragged_edges():
     assert gi.tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
     gi3 = group_index(4, 3)  # ragged: 2x2 groups of sizes 9, 3, 3, 1
     assert np.bincount(gi3.reshape(-1)).tolist() == [9, 3, 3, 1]
-    with pytest.raises(Exception, match="--group"):
+    with pytest.raises(ConfigError, match="--group"):
         group_index(4, 5)
 
 
@@ -101,7 +102,7 @@ def test_batched_equals_unbatched(det, group):
 
 
 def test_whole_grid_group_is_rejected(det):
-    with pytest.raises(Exception, match="whole"):
+    with pytest.raises(ConfigError, match="whole"):
         occlusion_evidence(det.model, _pixels(), GRID, GRID)
 
 

