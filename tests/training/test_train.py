@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from mpft import tam
 from mpft.backbones import load_backbone
 from mpft.checkpoint import load_checkpoint
 from mpft.errors import ConfigError, DataError
@@ -33,8 +36,51 @@ def _cfg(data, out, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+class _Spy:
+    """What train() did inside: its model(s), their initial heads, the tensors each save wrote,
+    and the pixels and kept-token indices of every training forward pass."""
+
+    def __init__(self) -> None:
+        self.models: list = []
+        self.initial_heads: list[torch.Tensor] = []
+        self.saved: dict[str, dict[str, torch.Tensor]] = {}
+        self.steps: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+
+
+@pytest.fixture
+def spy(monkeypatch) -> _Spy:
+    import mpft.train as train_mod
+
+    rec = _Spy()
+
+    class RecordingModel(train_mod.DetectorModel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            rec.models.append(self)
+            rec.initial_heads.append(self.head.weight.detach().clone())
+
+        def forward(self, pixels01, mask=None, **kwargs):
+            self._pixels = pixels01.detach().clone()
+            return super().forward(pixels01, mask, **kwargs)
+
+        def features(self, x, keep=None):
+            if self.training:
+                rec.steps.append((self._pixels, None if keep is None else keep.detach().clone()))
+            return super().features(x, keep)
+
+    real_save = train_mod.save_checkpoint
+
+    def recording_save(directory, model, config, **kwargs):
+        rec.saved[Path(directory).name] = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
+        return real_save(directory, model, config, **kwargs)
+
+    monkeypatch.setattr(train_mod, "DetectorModel", RecordingModel)
+    monkeypatch.setattr(train_mod, "save_checkpoint", recording_save)
+    return rec
+
+
 @pytest.mark.parametrize("strategy", ["linear", "last-k", "lora", "full"])
-def test_every_tuning_strategy_trains_and_saves_only_trained_tensors(genimage_tree, tmp_path, strategy):
+def test_every_tuning_strategy_trains_and_saves_only_trained_tensors(genimage_tree, tmp_path, strategy, spy):
     result = train(_cfg(genimage_tree, tmp_path / "run", tune=TuneConfig(strategy, layers=2)))
     assert result.history[0]["val"]["n"] == 16
     stored = load_file(str(result.best / "model.safetensors"))
@@ -48,8 +94,16 @@ def test_every_tuning_strategy_trains_and_saves_only_trained_tensors(genimage_tr
         assert all("lora_" in k or k.startswith("head.") for k in stored)
     else:
         assert len(stored) == len(list(model.parameters()))
-    # the reloaded model reproduces the trained model's validation scores
-    assert cfg.training["history"][0]["val"]["acc"] == result.history[0]["val"]["acc"]
+    # the checkpoint holds the trained model's tensors, exactly, and reloads to the same scores
+    (trained,) = spy.models
+    want, got = spy.saved["best"], model.trainable_state_dict()
+    assert set(got) == set(want)
+    for name, tensor in want.items():
+        torch.testing.assert_close(got[name], tensor, rtol=0, atol=0, msg=name)
+    assert not torch.equal(got["head.weight"], spy.initial_heads[0])  # and training moved the head
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), trained.eval()(x))
 
 
 @pytest.mark.parametrize(
@@ -64,22 +118,47 @@ def test_every_tuning_strategy_trains_and_saves_only_trained_tensors(genimage_tr
     ],
     ids=["tam", "random", "inverse", "none", "tam-fill", "tam-T-diff"],
 )
-def test_every_mask_mode_trains(genimage_tree, tmp_path, mask):
+def test_every_mask_mode_trains(genimage_tree, tmp_path, mask, spy):
     result = train(_cfg(genimage_tree, tmp_path / "run", mask=mask))
     cfg = json.loads((result.best / "config.json").read_text())
     assert cfg["mask"] == mask.to_dict()
-    assert result.history[0]["loss"] == result.history[0]["loss"]  # not NaN
+    loss = result.history[0]["loss"]
+    assert math.isfinite(loss) and loss > 0, result.history
+    head = load_file(str(result.best / "model.safetensors"))["head.weight"]
+    assert not torch.equal(head, spy.initial_heads[0])  # the head was trained
+    # the mask reached the model: "drop" removes round(ratio * N) tokens, "fill" and "none" keep all
+    n = spy.models[0].encoder.num_patches
+    assert spy.steps
+    for _, keep in spy.steps:
+        if mask.strategy == "none" or mask.apply == "fill":
+            assert keep is None
+        else:
+            assert keep is not None and keep.shape[1] == n - tam.num_masked(n, mask.ratio)
 
 
 def test_training_learns_an_easy_task(tmp_path):
     data = make_genimage_tree(tmp_path / "data", n_per_class=16)
     result = train(_cfg(data, tmp_path / "run", epochs=4, lr_head=1e-2, lr_backbone=1e-3, batch_size=8))
+    losses = [h["loss"] for h in result.history]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0], losses
     assert result.history[-1]["val"]["acc"] >= 0.9, result.history
 
 
-def test_masking_changes_what_the_model_sees(genimage_tree, tmp_path):
+def test_masking_changes_what_the_model_sees(genimage_tree, tmp_path, spy):
     a = train(_cfg(genimage_tree, tmp_path / "a", mask=MaskConfig("none")))
+    unmasked_steps, spy.steps = spy.steps, []
     b = train(_cfg(genimage_tree, tmp_path / "b", mask=MaskConfig("tam", ratio=0.5)))
+    assert unmasked_steps and all(keep is None for _, keep in unmasked_steps)
+    # TAM at rho 0.5 drops exactly the more textured half of each image's patches
+    patch = spy.models[-1].encoder.patch_size
+    assert spy.steps
+    for pixels, keep in spy.steps:
+        scores = tam.texture_scores(pixels, patch, "gradient")
+        n = scores.shape[1]
+        assert keep is not None and keep.shape == (pixels.shape[0], n // 2)
+        dropped = torch.ones_like(scores, dtype=torch.bool).scatter_(1, keep, False)
+        for s, d in zip(scores, dropped, strict=True):
+            assert s[~d].max() <= s[d].min()
     wa = load_file(str(a.last / "model.safetensors"))["head.weight"]
     wb = load_file(str(b.last / "model.safetensors"))["head.weight"]
     assert not torch.allclose(wa, wb)
