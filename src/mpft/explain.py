@@ -324,7 +324,7 @@ def render(expl: Explanation, path_or_file: str | os.PathLike | BinaryIO, *, dpi
     ax = axes[0]
     ax.imshow(expl.image, interpolation="nearest")
     n_views = len(expl.view_logits)
-    which = f"view {expl.view_index + 1}/{n_views} ({expl.views}), " if n_views > 1 else ""
+    which = f"view {expl.view_index + 1}/{n_views} ({expl.views}) drove the score\n" if n_views > 1 else ""
     ax.set_title(f"model input: {which}{s}x{s}, {expl.grid}x{expl.grid} patches of {p} px")
 
     ax = axes[1]
