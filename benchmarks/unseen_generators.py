@@ -537,7 +537,7 @@ def _cell(rs: list[dict], cond: str, vs: str, key: str) -> tuple[float, float, f
             float(np.mean([v[ci][1] for v in vals])))
 
 
-def report(path: Path, detail: str = "rine-upper") -> str:
+def report(path: Path, detail: str = "rine-upper", detail_views: str = "grid2+whole") -> str:
     """Markdown tables: AUC / recall per method and fold, then one method's folds with intervals and FPR."""
     recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
     if not recs:
@@ -549,7 +549,8 @@ def report(path: Path, detail: str = "rine-upper") -> str:
     def pick(m: str, f: str, cond: str, vs: str) -> list[dict]:
         return [r for r in recs if r["method"] == m and r["fold"] == f and vs in r["conditions"].get(cond, {})]
 
-    for cond, vs in (("jpeg95", "grid2+whole"), ("jpeg95", "center"), ("half-jpeg95", "center")):
+    for cond, vs in (("jpeg95", "grid2+whole"), ("jpeg95", "center+whole"), ("jpeg95", "center"),
+                     ("half-jpeg95", "center+whole"), ("half-jpeg95", "center")):
         lines += [f"\n#### {cond}, views {vs}: AUC / recall at 5% FPR (mean over seeds; n seeds)\n",
                   "| method | " + " | ".join(folds) + " | mean, held-out native families |",
                   "|---|" + "---|" * (len(folds) + 1)]
@@ -568,14 +569,14 @@ def report(path: Path, detail: str = "rine-upper") -> str:
             mean = f"{np.mean(aucs):.3f} / {100 * np.mean(rcs):.1f}%" if len(aucs) == 6 else "-"
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {mean} |")
     if any(r["method"] == detail for r in recs):
-        lines += [f"\n#### {detail} per fold (jpeg95, views grid2+whole; 95% intervals, mean of the per-seed bounds)\n",
+        lines += [f"\n#### {detail} per fold (jpeg95, views {detail_views}; 95% intervals, mean of per-seed bounds)\n",
                   "| fold | test generated / real | AUC | recall at 5% FPR | FPR on test photos |",
                   "|---|---|---|---|---|"]
         for f in folds:
-            rs = pick(detail, f, "jpeg95", "grid2+whole")
+            rs = pick(detail, f, "jpeg95", detail_views)
             if not rs:
                 continue
-            a, r_, fp = (_cell(rs, "jpeg95", "grid2+whole", k) for k in ("auc", "recall", "fpr"))
+            a, r_, fp = (_cell(rs, "jpeg95", detail_views, k) for k in ("auc", "recall", "fpr"))
             lines.append(f"| {f} | {rs[0]['n_test_gen']} / {rs[0]['n_test_real']} | "
                          f"{a[0]:.3f} [{a[1]:.2f}, {a[2]:.2f}] | "
                          f"{100 * r_[0]:.1f}% [{100 * r_[1]:.0f}, {100 * r_[2]:.0f}] | "
