@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import io
 import json
 import logging
 import os
@@ -54,9 +53,10 @@ import torch
 from PIL import Image
 
 from mpft.backbones import load_backbone
+from mpft.data.dataset import balance_weights
 from mpft.data.images import decode_image
 from mpft.data.layouts import list_images
-from mpft.data.transforms import Augment, PreprocessPolicy, prepare, resize_shorter
+from mpft.data.transforms import Augment, PreprocessPolicy, prepare, reencode, resize_shorter
 from mpft.evaluate.metrics import threshold_at_fpr, wilson_interval
 from mpft.fsutil import atomic_file
 from mpft.model import block_features
@@ -135,14 +135,6 @@ def load_items(n_imagenet: int, quick: bool) -> list[Item]:
 
 
 # ---- views ---------------------------------------------------------------------------------------
-def _jpeg(img: Image.Image, q: int = 95) -> Image.Image:
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="JPEG", quality=q)
-    buf.seek(0)
-    with Image.open(buf) as out:
-        return out.convert("RGB")
-
-
 def condition_image(img: Image.Image, condition: str) -> Image.Image:
     """The same processing for both classes: stored pixels, JPEG q95, or halved then JPEG q95."""
     if condition == "native":
@@ -150,7 +142,7 @@ def condition_image(img: Image.Image, condition: str) -> Image.Image:
     if condition == "half-jpeg95":
         w, h = img.size
         img = img.resize((max(1, w // 2), max(1, h // 2)), Image.Resampling.BICUBIC)
-    return _jpeg(img, 95)
+    return reencode(img, "jpeg:95")
 
 
 def test_views(img: Image.Image, size: int, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -317,18 +309,9 @@ def split_reals(items: list[Item], seed: int, held_source: str | None = None) ->
 
 
 def sample_weights(items: list[Item], idx: np.ndarray) -> np.ndarray:
-    """Each (source, class) group gets equal total weight: 66 gpt-image or 1000 photos do not swamp it.
-
-    Generated images are grouped by family, reals by source; the two classes weigh the same overall.
-    """
-    keys = [(items[i].label, items[i].family if items[i].label else items[i].source) for i in idx]
-    w = np.zeros(len(idx))
-    for label in (0, 1):
-        groups = sorted({k for k in keys if k[0] == label})
-        for g in groups:
-            members = [j for j, k in enumerate(keys) if k == g]
-            w[members] = 1.0 / (len(groups) * len(members))
-    return w / w.sum()
+    """``mpft train --balance generator``'s weights: generated images grouped by family, reals by source."""
+    return balance_weights([items[i].family if items[i].label else items[i].source for i in idx],
+                           [items[i].label for i in idx])
 
 
 def _probe_features(store: Store, idx: np.ndarray, blocks: tuple[int, ...]) -> torch.Tensor:

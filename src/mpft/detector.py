@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 
 from mpft.checkpoint import WEIGHTS_NAME, DetectorConfig, load_checkpoint
-from mpft.data.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
+from mpft.data.images import DEFAULT_MAX_PIXELS, DecodedImage
 from mpft.data.transforms import PreprocessPolicy
 from mpft.detectors import DEFAULT_DETECTOR_DIR
 from mpft.errors import CheckpointError, ConfigError, ImageDecodeError
-from mpft.pipeline import Prepared, Preprocessor, Scorer, view_pixels
+from mpft.pipeline import Prepared, Preprocessor, Scorer
 from mpft.precision import apply_precision, autocast_for, merge_lora, model_precision, precision_device
 from mpft.runtime import resolve_device
 from mpft.views import ViewConfig, parse_views
@@ -184,8 +184,7 @@ class Detector:
 
     def prepare(self, image: ImageInput) -> tuple[DecodedImage, torch.Tensor]:
         """Decode one input and return it with its (V, 3, S, S) uint8 views (``self.views``)."""
-        dec = decode_image(image, max_pixels=self.max_pixels, draft_min_side=self.preprocessor.draft_min_side)
-        return dec, view_pixels(dec.image, self.policy, self.views)
+        return self.preprocessor.decode(image)
 
     def predict_iter(
         self, images: Iterable[ImageInput], *, batch_size: int = 16, workers: int = 0

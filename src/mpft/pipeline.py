@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mpft.data.images import DEFAULT_MAX_PIXELS, decode_image
+from mpft.data.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from mpft.data.transforms import PreprocessPolicy, draft_side, resize_shorter
 from mpft.precision import autocast_for, model_precision
 from mpft.views import ViewConfig, combine_logits, make_views
@@ -61,12 +61,17 @@ class Preprocessor:
 
     @property
     def draft_min_side(self) -> int | None:
-        # reduced-scale JPEG decoding is exact enough only when every view is a downscale
-        return draft_side(self.policy) if (self.views.grid == 0 or self.policy.resize) else None
+        # only a resizing policy may decode at reduced scale: its views are cut from the resized image
+        return draft_side(self.policy)
+
+    def decode(self, source) -> tuple[DecodedImage, torch.Tensor]:
+        """The decoded input (source name, notes) and its (V, 3, S, S) uint8 views."""
+        dec = decode_image(source, max_pixels=self.max_pixels, draft_min_side=self.draft_min_side)
+        return dec, view_pixels(dec.image, self.policy, self.views)
 
     def __call__(self, source) -> Prepared:
-        dec = decode_image(source, max_pixels=self.max_pixels, draft_min_side=self.draft_min_side)
-        return Prepared(view_pixels(dec.image, self.policy, self.views), tuple(dec.notes), dec.image.size)
+        dec, pixels = self.decode(source)
+        return Prepared(pixels, tuple(dec.notes), dec.image.size)
 
 
 class Scorer:

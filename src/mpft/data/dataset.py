@@ -30,6 +30,7 @@ from mpft.data.transforms import (
     to_tensor,
 )
 from mpft.errors import ConfigError, ImageDecodeError
+from mpft.pipeline import view_pixels
 from mpft.views import ViewConfig
 
 __all__ = ["BALANCE_MODES", "Batch", "BalancedSampler", "EpochShuffleSampler", "ImageDataset", "balance_weights",
@@ -108,8 +109,6 @@ class ImageDataset(Dataset):
             if self.perturbation is not None:
                 img = self.perturbation.apply(img)
             if self.views is not None:
-                from mpft.pipeline import view_pixels
-
                 pixels = view_pixels(img, self.policy, self.views)
                 return {"pixels": pixels, "label": sample.label, "index": i, "error": None, "size": size}
             rng = np.random.default_rng([self.seed, self.epoch, draw])
