@@ -114,6 +114,35 @@ def test_fill_patches_zeroes_exactly_the_masked_patches():
     assert out.sum() == 3 * (32 * 32 - 2 * 64)
 
 
+def test_apply_mask_drop_keeps_the_smooth_patches_and_fill_paints_the_mean():
+    x = textured_image()  # 4x4 grid of 8 px patches; patches 1, 6, 11 textured
+    cfg = tam.MaskConfig("tam", ratio=3 / 16)
+    pixels, keep = tam.apply_mask(x, cfg, 8, fill=MEAN)
+    assert torch.equal(pixels, x)
+    assert keep.tolist() == [[k for k in range(16) if k not in (1, 6, 11)]]
+
+    filled, keep = tam.apply_mask(x, tam.MaskConfig("tam", ratio=3 / 16, apply="fill"), 8, fill=MEAN)
+    assert keep is None
+    normalised = (filled - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    grid = tam.mask_to_grid(torch.tensor([[1, 6, 11]]), 16).view(4, 4)
+    for k in range(16):
+        r, c = divmod(k, 4)
+        patch = normalised[0, :, r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8]
+        if grid[r, c]:
+            assert patch.abs().max() == 0  # exactly the normalised mean: the token carries no content
+        else:
+            assert torch.equal(filled[0, :, r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8],
+                               x[0, :, r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8])
+
+
+def test_apply_mask_without_an_active_mask_only_converts_uint8():
+    u8 = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    for cfg in (None, tam.MaskConfig("none"), tam.MaskConfig("tam", ratio=0.0)):
+        pixels, keep = tam.apply_mask(u8, cfg, 8, fill=MEAN)
+        assert keep is None and pixels.dtype == torch.float32
+        assert torch.equal(pixels, u8.float() / 255)
+
+
 def test_mask_grid_and_config_validation():
     grid = tam.mask_to_grid(torch.tensor([[1, 3]]), 4)
     assert grid.tolist() == [[False, True, False, True]]

@@ -93,7 +93,7 @@ class _MeanModel(torch.nn.Module):
         super().__init__()
         self.p = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, pixels, mask=None, *, generator=None):
+    def forward(self, pixels, keep=None):
         x = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels
         return x.mean(dim=(1, 2, 3)) - 0.5 + self.p
 

@@ -1,4 +1,4 @@
-"""The detector network: CLIP encoder + tuning strategy + one-logit head, with TAM applied in training.
+"""The detector network: CLIP encoder + tuning strategy + one-logit head.
 
 Tuning strategies decide which tensors train (and therefore which a checkpoint stores):
 
@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from mpft import tam
 from mpft.backbones.encoder import ClipEncoder
 from mpft.config import from_dict
 from mpft.errors import ConfigError
@@ -139,33 +138,16 @@ class DetectorModel(nn.Module):
         ]
 
     # ---- forward ------------------------------------------------------------------------------
-    def forward(
-        self,
-        pixels01: torch.Tensor,
-        mask: tam.MaskConfig | None = None,
-        *,
-        generator: torch.Generator | None = None,
-        keep: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """pixels01: (B, 3, S, S) float in [0, 1] (or uint8 0..255). Returns (B,) logits.
+    def forward(self, pixels01: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """pixels01: (B, 3, S, S) float in [0, 1] (or uint8 0..255) -> (B,) logits.
 
-        ``mask``: apply TAM (training, or analysis at eval); ``keep``: explicit (B, K) patch
-        indices to keep (occlusion explanations). Never masked otherwise.
+        ``keep``: (B, K) indices of the patch tokens to keep (TAM's drop masks from
+        :func:`mpft.tam.apply_mask` in training, occlusion groups in explanations); None keeps all.
+        Masking itself is the training side's job: this forward only runs the tokens it is given.
         """
         if pixels01.dtype == torch.uint8:
             pixels01 = pixels01.float().div_(255.0)
-        x = self.encoder.normalize(pixels01)
-        if keep is None and mask is not None and mask.active:
-            enc = self.encoder
-            scores = tam.texture_scores(pixels01, enc.patch_size, mask.texture)
-            masked, kept = tam.select_masked(
-                scores, mask.ratio, mask.strategy, temperature=mask.temperature, generator=generator
-            )
-            if mask.apply == "fill":
-                x = tam.fill_patches(x, masked, enc.patch_size)
-            else:
-                keep = kept
-        return self.head(self.features(x, keep)).squeeze(-1)
+        return self.head(self.features(self.encoder.normalize(pixels01), keep)).squeeze(-1)
 
     def features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, 3, S, S) normalised pixels -> (B, F) the head's input."""

@@ -23,6 +23,7 @@ from PIL import Image
 from mpft.data.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from mpft.data.transforms import PreprocessPolicy, draft_side, resize_shorter
 from mpft.precision import autocast_for, model_precision
+from mpft.tam import apply_mask
 from mpft.views import ViewConfig, combine_logits, make_views
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,12 @@ class Scorer:
         for i in range(0, pixels.shape[0], self.batch_size):
             chunk = pixels[i : i + self.batch_size].to(self.device, non_blocking=True)
             with autocast_for(self.device, self.precision):
-                lg = self.model(chunk, mask, generator=generator) if mask is not None else self.model(chunk)
+                if mask is None:
+                    lg = self.model(chunk)
+                else:
+                    enc = self.model.encoder
+                    chunk, keep = apply_mask(chunk, mask, enc.patch_size, fill=enc.mean, generator=generator)
+                    lg = self.model(chunk, keep=keep)
             out.append(lg.float().cpu())
         return torch.cat(out) if out else torch.zeros(0)
 

@@ -179,9 +179,45 @@ def mask_to_grid(masked: torch.Tensor, num_patches: int) -> torch.Tensor:
     return grid.scatter_(1, masked, True)
 
 
-def fill_patches(pixels: torch.Tensor, masked: torch.Tensor, patch: int, value: float = 0.0) -> torch.Tensor:
-    """Set the masked patches of (B, C, H, W) ``pixels`` to ``value`` (0 = the mean, once normalised)."""
+def fill_patches(
+    pixels: torch.Tensor, masked: torch.Tensor, patch: int, value: float | Sequence[float] = 0.0
+) -> torch.Tensor:
+    """Set the masked patches of (B, C, H, W) ``pixels`` to ``value``: one number, or one per channel.
+
+    0 is the mean of normalised pixels; on [0, 1] pixels pass the backbone's mean per channel, which
+    normalises to exactly 0.
+    """
     b, c, h, w = pixels.shape
     g = mask_to_grid(masked, (h // patch) * (w // patch)).view(b, 1, h // patch, w // patch)
     up = g.repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)
-    return pixels.masked_fill(up, value)
+    if isinstance(value, (int, float)):
+        return pixels.masked_fill(up, value)
+    fill = torch.tensor(tuple(value), dtype=pixels.dtype, device=pixels.device).view(1, c, 1, 1)
+    return torch.where(up, fill, pixels)
+
+
+def apply_mask(
+    pixels: torch.Tensor,
+    mask: MaskConfig | None,
+    patch: int,
+    *,
+    fill: Sequence[float],
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mask a training batch the way ``mask`` says, before it reaches the model.
+
+    pixels: (B, 3, S, S) uint8 or float in [0, 1]; patch: the backbone's patch size; fill: the
+    backbone's per-channel mean (what ``apply="fill"`` paints, so filled patches normalise to 0).
+    Returns ``(pixels01, keep)``: (B, 3, S, S) float pixels (patches filled for ``fill``) and
+    (B, K) indices of the patch tokens the encoder keeps (``drop``), or None when nothing is dropped.
+    The model's forward takes both: ``model(pixels01, keep=keep)``.
+    """
+    if pixels.dtype == torch.uint8:
+        pixels = pixels.float().div_(255.0)
+    if mask is None or not mask.active:
+        return pixels, None
+    scores = texture_scores(pixels, patch, mask.texture)
+    masked, keep = select_masked(scores, mask.ratio, mask.strategy, temperature=mask.temperature, generator=generator)
+    if mask.apply == "fill":
+        return fill_patches(pixels, masked, patch, fill), None
+    return pixels, keep

@@ -41,7 +41,7 @@ from mpft.inference import score_dataset
 from mpft.model import DetectorModel, TuneConfig
 from mpft.precision import autocast_for
 from mpft.runtime import DistInfo, init_distributed, local_device, resolve_device, seed_everything
-from mpft.tam import MaskConfig
+from mpft.tam import MaskConfig, apply_mask
 from mpft.views import ViewConfig, parse_views
 
 log = logging.getLogger(__name__)
@@ -339,8 +339,10 @@ def train(cfg: TrainConfig, *, encoder=None, progress: bool | None = None) -> Tr
             if pixels.shape[0] == 0 and not dist_info.enabled:
                 bar.update(1)
                 continue
+            enc = model.encoder
+            pixels, keep = apply_mask(pixels, cfg.mask, enc.patch_size, fill=enc.mean, generator=gen)
             with autocast_for(device):
-                logits = ddp_model(pixels, cfg.mask, generator=gen)
+                logits = ddp_model(pixels, keep=keep)
             loss = loss_fn(logits.float(), labels) if pixels.shape[0] else logits.sum() * 0.0
             optim.zero_grad(set_to_none=True)
             loss.backward()

@@ -59,9 +59,9 @@ def spy(monkeypatch) -> _Spy:
             rec.models.append(self)
             rec.initial_heads.append(self.head.weight.detach().clone())
 
-        def forward(self, pixels01, mask=None, **kwargs):
+        def forward(self, pixels01, keep=None):
             self._pixels = pixels01.detach().clone()
-            return super().forward(pixels01, mask, **kwargs)
+            return super().forward(pixels01, keep)
 
         def features(self, x, keep=None):
             if self.training:
