@@ -1,4 +1,5 @@
-"""The paper-claims benchmark runs end to end in --quick mode, resumes, and its report renders."""
+"""The benchmark scripts run in their quick modes, resume, and their reports render; their private fast
+paths give the scores of the library's one inference path (``mpft.pipeline.Scorer``)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,59 @@ def test_paper_claims_quick_runs_and_resumes(tmp_path, data_root):
     assert report.main(["--results", str(out), "--out", str(tmp_path / "doc")]) == 0
     tables = (tmp_path / "doc" / "tables.md").read_text()
     assert "linear probe (UnivFD)" in tables and "Claim (a)" in tables
+
+
+@pytest.mark.parametrize("strategy", ["linear", "last-k"])
+def test_paper_claims_cached_prefix_gives_the_scorers_scores(tmp_path, strategy):
+    """paper_claims' one private scoring path (frozen prefix states cached once, only the tuned suffix run
+    per model) gives the Scorer's probabilities for a checkpoint loaded as the script loads it."""
+    import copy
+
+    import torch
+
+    from mpft.backbones import load_backbone
+    from mpft.checkpoint import DetectorConfig, save_checkpoint
+    from mpft.data.transforms import PreprocessPolicy
+    from mpft.detector import Detector
+    from mpft.model import DetectorModel, TuneConfig
+    from mpft.pipeline import Scorer
+    from mpft.tam import MaskConfig
+
+    claims = _load("paper_claims")
+    enc = load_backbone("random:tiny")
+    torch.manual_seed(0)
+    trained = DetectorModel(copy.deepcopy(enc), TuneConfig(strategy, layers=2))
+    with torch.no_grad():  # as if trained: tuned blocks move away from the shared backbone's, logits spread
+        for p in trained.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.2)
+        torch.nn.init.normal_(trained.head.weight, std=2.0)
+    cfg = DetectorConfig(backbone="random:tiny", backbone_sha256=enc.weights_sha256, tune=trained.tune.to_dict(),
+                         mask=MaskConfig().to_dict(), preprocess=PreprocessPolicy(size=32).to_dict())
+    det = Detector.load(save_checkpoint(tmp_path / "ckpt", trained, cfg), encoder=enc)
+
+    prefix = enc.num_layers - (0 if strategy == "linear" else 2)
+    assert claims.prefix_usable(det.model, prefix)
+    pixels = torch.randint(0, 256, (11, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    es = claims.EvalSet("t", pixels, np.zeros(11, int), [f"img{i}" for i in range(11)])
+    es.caches[prefix] = claims.cached_prefix(tmp_path / "cache", "random:tiny", es, prefix, enc)
+    assert torch.equal(claims.cached_prefix(tmp_path / "cache", "random:tiny", es, prefix, enc), es.caches[prefix])
+
+    fast = claims.score(det.scorer(batch_size=4), es, prefix)
+    reference = Scorer(det.model, batch_size=5).score(list(pixels.unsqueeze(1)))
+    assert reference.std() > 0.05  # spread probabilities, or agreement would prove little
+    assert np.abs(fast - reference).max() < 1e-5
+    assert np.array_equal(claims.score(det.scorer(batch_size=5), es, None), reference)
+
+
+def test_paper_claims_cached_prefix_refuses_models_it_does_not_fit():
+    from mpft.backbones import load_backbone
+    from mpft.model import DetectorModel, TuneConfig
+
+    claims = _load("paper_claims")
+    enc = load_backbone("random:tiny")
+    assert not claims.prefix_usable(DetectorModel(enc, TuneConfig("last-k", layers=2)), enc.num_layers - 1)
+    assert not claims.prefix_usable(DetectorModel(enc, TuneConfig("linear", feature_blocks=(2, 4))), 4)
 
 
 def _record(key, tune, mask, shots=256, seed=0, group="main", ratio=0.5, acc=0.8, recall=0.3):
