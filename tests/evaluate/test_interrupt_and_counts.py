@@ -10,8 +10,10 @@ import pytest
 
 import mpft.evaluate.runner as runner
 from mpft.cli import main
+from mpft.display import display_name
 from mpft.evaluate import EvalReport, evaluate
-from mpft.evaluate.report import console_table, display_name, render_markdown
+from mpft.evaluate.console import console_table
+from mpft.evaluate.markdown import render_markdown
 from mpft.evaluate.runner import EvalInterrupted
 from tests.evaluate.conftest import write_png
 from tests.evaluate.test_runner import read_scores

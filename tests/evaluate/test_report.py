@@ -1,4 +1,4 @@
-"""Tests of mpft.evaluate.report: every writer gives parseable output, plots are PNGs, writes are atomic."""
+"""Tests of the report modules: every writer gives parseable output, plots are PNGs, writes are atomic."""
 
 from __future__ import annotations
 
@@ -12,25 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from mpft.errors import ConfigError
+from mpft.evaluate.console import console_table
+from mpft.evaluate.io import write_csv, write_json, write_scores_csv
+from mpft.evaluate.markdown import render_markdown, write_markdown
 from mpft.evaluate.metrics import MEAN_METHOD, group_metrics
-from mpft.evaluate.report import (
-    Condition,
-    EvalReport,
-    ReportMeta,
-    ScoreRow,
-    SkippedFile,
-    console_table,
-    parse_perturbation,
-    plot_histograms,
-    plot_roc,
-    plot_sweep,
-    render_markdown,
-    write_all,
-    write_csv,
-    write_json,
-    write_markdown,
-    write_scores_csv,
-)
+from mpft.evaluate.outputs import write_all
+from mpft.evaluate.plots import plot_histograms, plot_roc, plot_sweep
+from mpft.evaluate.schema import Condition, EvalReport, ReportMeta, ScoreRow, SkippedFile
+from mpft.evaluate.sweep import parse_perturbation
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GENS = ("midjourney", "sdv1.4", "biggan")

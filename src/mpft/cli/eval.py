@@ -96,7 +96,7 @@ def eval_cmd(
     from rich.console import Console
 
     from mpft.evaluate import evaluate
-    from mpft.evaluate.report import console_table
+    from mpft.evaluate.console import console_table
     from mpft.fsutil import require_writable_dir
 
     # a bad report directory must fail now, not after every image is scored

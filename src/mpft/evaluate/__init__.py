@@ -2,14 +2,19 @@
 
 - :func:`evaluate`: checkpoint + dataset folders in, :class:`EvalReport` (and report files) out;
   ``mpft eval`` is a thin wrapper around it.
-- :mod:`mpft.evaluate.metrics`: metrics on arrays (no I/O).
-- :mod:`mpft.evaluate.report`: JSON/CSV/Markdown/PNG writers and the console table.
+- metrics on arrays, no I/O: :mod:`~mpft.evaluate.metrics` (per-generator :class:`Metrics`),
+  :mod:`~mpft.evaluate.intervals`, :mod:`~mpft.evaluate.thresholds`, :mod:`~mpft.evaluate.groups`,
+  :mod:`~mpft.evaluate.checks`.
+- the report: :mod:`~mpft.evaluate.schema` (data model), :mod:`~mpft.evaluate.io` (JSON/CSV),
+  :mod:`~mpft.evaluate.markdown`, :mod:`~mpft.evaluate.plots`, :mod:`~mpft.evaluate.console`,
+  :mod:`~mpft.evaluate.sweep` (perturbed conditions in order), :mod:`~mpft.evaluate.outputs`
+  (:func:`write_all`).
 """
 
 from __future__ import annotations
 
 from mpft.evaluate.metrics import MEAN_METHOD, Metrics, compute_metrics, group_metrics, threshold_at_fpr
-from mpft.evaluate.report import Condition, EvalReport, ReportMeta, ScoreRow, SkippedFile, write_all
+from mpft.evaluate.outputs import write_all
 from mpft.evaluate.runner import (
     DEFAULT_SWEEP_N_BOOT,
     EvalData,
@@ -19,6 +24,7 @@ from mpft.evaluate.runner import (
     resolve_checkpoint_dir,
     resolve_eval_data,
 )
+from mpft.evaluate.schema import Condition, EvalReport, ReportMeta, ScoreRow, SkippedFile
 
 __all__ = [
     "DEFAULT_SWEEP_N_BOOT",

@@ -1,6 +1,6 @@
 """Evaluation orchestration: checkpoint + datasets in, :class:`EvalReport` (and report files) out.
 
-The figures come from :mod:`mpft.evaluate.metrics`, the files from :mod:`mpft.evaluate.report`;
+The figures come from :mod:`mpft.evaluate.metrics`, the files from :mod:`mpft.evaluate.outputs`;
 this module only finds the data, scores it under each condition (clean, perturbations, format
 normalisation) and hands labelled score arrays to those two.
 
@@ -42,15 +42,8 @@ from mpft.data.layouts import (
 from mpft.data.transforms import Perturbation, PreprocessPolicy, parse_perturbations, parse_reencode
 from mpft.errors import CheckpointError, ConfigError, DataError
 from mpft.evaluate.metrics import group_metrics, resolve_real_pool, threshold_at_fpr
-from mpft.evaluate.report import (
-    CLEAN,
-    Condition,
-    EvalReport,
-    ReportMeta,
-    ScoreRow,
-    SkippedFile,
-    write_all,
-)
+from mpft.evaluate.outputs import write_all
+from mpft.evaluate.schema import CLEAN, Condition, EvalReport, ReportMeta, ScoreRow, SkippedFile
 from mpft.inference import score_dataset
 from mpft.model import DetectorModel
 from mpft.precision import check_precision, precision_device, resolve_precision
