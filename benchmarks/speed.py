@@ -421,7 +421,7 @@ def measure_e2e(det, paths: list[Path], *, batch: int, workers: int, resize: boo
     from mpft.data.transforms import PreprocessPolicy
 
     det = copy.copy(det)  # own policy, shared network
-    det.policy = PreprocessPolicy(size=det.policy.size, resize=resize, mean=det.policy.mean, std=det.policy.std)
+    det.policy = PreprocessPolicy(size=det.policy.size, resize=resize)
     list(det.predict_iter(paths[:1], batch_size=1, workers=0))  # warm kernels and caches
     t0 = time.perf_counter()
     preds = list(det.predict_iter(paths, batch_size=batch, workers=workers))

@@ -120,6 +120,40 @@ def test_newer_format_is_refused(ckpt):
         read_config(ckpt)
 
 
+def _edit_config(ckpt, **changes):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    for key, value in changes.items():
+        if key == "preprocess":
+            cfg["preprocess"].update(value)
+        else:
+            cfg[key] = value
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+
+
+def test_unknown_config_fields_are_refused_not_dropped(ckpt):
+    _edit_config(ckpt, thresholds_v2={"x": 1})
+    with pytest.raises(CheckpointError, match=r"unknown fields \['thresholds_v2'\]"):
+        read_config(ckpt)
+
+
+def test_old_checkpoints_with_mean_and_std_load_when_they_match_the_backbone(ckpt):
+    from mpft.backbones import CLIP_MEAN, CLIP_STD
+
+    _edit_config(ckpt, preprocess={"size": 32, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)})
+    _, cfg = load_checkpoint(ckpt)
+    assert cfg.preprocess == {"size": 32, "resize": False}  # the backbone's values are the ones used
+
+    _edit_config(ckpt, preprocess={"mean": [0.5, 0.5, 0.5], "std": list(CLIP_STD)})
+    with pytest.raises(CheckpointError, match=r"normalises with mean \[0.5, 0.5, 0.5\]"):
+        load_checkpoint(ckpt)
+
+
+def test_a_preprocess_size_other_than_the_backbones_is_a_checkpoint_error(ckpt):
+    _edit_config(ckpt, preprocess={"size": 224})  # random:tiny takes 32 px
+    with pytest.raises(CheckpointError, match="does not match the backbone's input size 32"):
+        load_checkpoint(ckpt)
+
+
 def test_missing_directory(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nope")

@@ -6,7 +6,6 @@ loading rebuilds it, checks its identity, then loads the trained tensors strictl
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -17,10 +16,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mpft import __version__
+from mpft.backbones.encoder import InputContract
 from mpft.config import DEFAULT_THRESHOLD, DEFAULT_UNCERTAIN_BAND
-from mpft.errors import CheckpointError
+from mpft.data.transforms import PreprocessPolicy
+from mpft.errors import CheckpointError, ConfigError
 from mpft.fsutil import atomic_directory, atomic_write_text
-from mpft.model import DetectorModel, TuneConfig
+from mpft.model import DetectorModel, create_model
 from mpft.tam import MaskConfig
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,15 @@ class DetectorConfig:
                 f"{source} has format version {d['format_version']}; this mpft ({__version__}) reads up to "
                 f"{FORMAT_VERSION}. Upgrade mpft."
             )
-        return cls(**{k: v for k, v in d.items() if k in known})
+        unknown = sorted(set(d) - known)
+        if unknown:
+            # the same rule as every settings block (mpft.config.from_dict): a key this version does
+            # not know is an error, never silently dropped
+            raise CheckpointError(
+                f"{source} has unknown fields {unknown}; this mpft ({__version__}) knows {sorted(known)}. "
+                "It was written by another mpft version or edited by hand."
+            )
+        return cls(**d)
 
 
 def save_checkpoint(
@@ -107,15 +116,30 @@ def read_config(directory: str | Path) -> DetectorConfig:
 
 
 def build_model(config: DetectorConfig, encoder=None) -> DetectorModel:
-    """Rebuild the (untrained) network a config describes, loading its backbone."""
-    from mpft.backbones import load_backbone
+    """Rebuild the (untrained) network a config describes (:func:`mpft.model.create_model`)."""
+    return create_model(encoder if encoder is not None else config.backbone, config.tune)
 
-    if encoder is None:
-        encoder = load_backbone(config.backbone)
-    elif TuneConfig.from_dict(config.tune).strategy != "linear":
-        # loading tuned blocks or LoRA adapters would change a caller's shared encoder in place
-        encoder = copy.deepcopy(encoder)
-    return DetectorModel(encoder, TuneConfig.from_dict(config.tune))
+
+def _check_input_contract(preprocess: dict, contract: InputContract, directory: Path) -> dict:
+    """The checkpoint's preprocess block, checked against the backbone's input contract.
+
+    Checkpoints written before the backbone owned its contract also stored ``mean``/``std``;
+    they are accepted when they equal the backbone's and dropped (the backbone's are used).
+    """
+    rest = dict(preprocess)
+    for key, want in (("mean", contract.mean), ("std", contract.std)):
+        if key in rest:
+            got = tuple(float(v) for v in rest.pop(key))
+            if len(got) != len(want) or any(abs(a - b) > 1e-6 for a, b in zip(got, want, strict=False)):
+                raise CheckpointError(
+                    f"{directory}: the checkpoint normalises with {key} {list(got)}, but its backbone uses "
+                    f"{list(want)}; this mpft normalises with the backbone's values"
+                )
+    try:
+        PreprocessPolicy.from_dict(rest).for_backbone(contract.image_size)
+    except ConfigError as exc:
+        raise CheckpointError(f"{directory}: bad preprocess block in {CONFIG_NAME}: {exc}") from exc
+    return rest
 
 
 def load_checkpoint(directory: str | Path, *, encoder=None) -> tuple[DetectorModel, DetectorConfig]:
@@ -124,6 +148,7 @@ def load_checkpoint(directory: str | Path, *, encoder=None) -> tuple[DetectorMod
     config = read_config(directory)
     MaskConfig.from_dict(config.mask)  # validate early: a bad mask block is a bad checkpoint
     model = build_model(config, encoder)
+    config.preprocess = _check_input_contract(config.preprocess, model.encoder.input_contract, directory)
     actual = model.encoder.weights_sha256
     if actual != config.backbone_sha256:
         raise CheckpointError(

@@ -100,7 +100,8 @@ class Detector:
         self.config = config
         self.path = path
         self.device = device
-        self.policy = PreprocessPolicy.from_dict(config.preprocess)
+        # the backbone sets the input size; the checkpoint only says how to resize or crop to it
+        self.policy = PreprocessPolicy.from_dict(config.preprocess).for_backbone(model.encoder.image_size)
         # the checkpoint's views unless the caller overrides them (--views)
         self.views = parse_views(views) if views is not None else ViewConfig.from_dict(config.views or {})
         self.threshold = float(config.threshold)

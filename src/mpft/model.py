@@ -15,6 +15,7 @@ blocks can carry what the final embedding has lost.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 
 import torch
@@ -165,3 +166,25 @@ def block_features(cls_tokens: torch.Tensor) -> torch.Tensor:
     """
     normed = torch.nn.functional.layer_norm(cls_tokens.float(), cls_tokens.shape[-1:]).to(cls_tokens.dtype)
     return normed.flatten(1)
+
+
+def create_model(backbone: str | ClipEncoder = "clip-vit-b16", tune: TuneConfig | dict | None = None) -> DetectorModel:
+    """The one factory of detector networks (training, checkpoint loading, tests, benchmarks).
+
+    backbone: a spec for :func:`mpft.backbones.load_backbone` (``"clip-vit-b16"``, ``"random:tiny"``,
+    ``"hf:..."``) or an encoder already loaded. A given encoder is deep-copied unless the strategy is
+    ``linear``: tuned blocks and LoRA adapters change the encoder in place, and a caller's encoder
+    (often shared between models in tests and benchmarks) must not change under it.
+    tune: a :class:`TuneConfig`, its dict form (``config.json``), or None for the defaults.
+    """
+    if tune is None:
+        tune = TuneConfig()
+    elif isinstance(tune, dict):
+        tune = TuneConfig.from_dict(tune)
+    if isinstance(backbone, str):
+        from mpft.backbones import load_backbone
+
+        encoder = load_backbone(backbone)
+    else:
+        encoder = backbone if tune.strategy == "linear" else copy.deepcopy(backbone)
+    return DetectorModel(encoder, tune)

@@ -34,14 +34,14 @@ __all__ = ["Prepared", "Preprocessor", "Scorer", "view_pixels"]
 def view_pixels(img: Image.Image, policy: PreprocessPolicy, views: ViewConfig) -> torch.Tensor:
     """An RGB image -> (V, 3, S, S) uint8 model inputs.
 
-    A resizing policy first brings the shorter side to ``policy.size``; the views are then cut from
+    A resizing policy first brings the shorter side to ``policy.side``; the views are then cut from
     that image (so ``center`` is exactly the single crop of :func:`mpft.data.transforms.prepare`).
     """
     if img.mode != "RGB":
         img = img.convert("RGB")
-    if policy.resize and min(img.size) != policy.size:
-        img = resize_shorter(img, policy.size)
-    arr = make_views(img, policy.size, views)
+    if policy.resize and min(img.size) != policy.side:
+        img = resize_shorter(img, policy.side)
+    arr = make_views(img, policy.side, views)
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
 
 

@@ -7,7 +7,6 @@ batch_size / N, so N processes reproduce single-process training on the same glo
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -23,7 +22,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from mpft import __version__
-from mpft.backbones import DEFAULT_BACKBONE, load_backbone
+from mpft.backbones import DEFAULT_BACKBONE
 from mpft.checkpoint import DEFAULT_THRESHOLD, DetectorConfig, save_checkpoint
 from mpft.data.dataset import BALANCE_MODES, BalancedSampler, ImageDataset, balance_weights, make_loader
 from mpft.data.layouts import (
@@ -38,7 +37,7 @@ from mpft.data.transforms import Augment, PreprocessPolicy
 from mpft.errors import ConfigError, DataError
 from mpft.fsutil import atomic_file
 from mpft.inference import score_dataset
-from mpft.model import DetectorModel, TuneConfig
+from mpft.model import DetectorModel, TuneConfig, create_model
 from mpft.precision import autocast_for
 from mpft.runtime import DistInfo, init_distributed, local_device, resolve_device, seed_everything
 from mpft.tam import MaskConfig, apply_mask
@@ -191,7 +190,7 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 def validate(model: DetectorModel, samples: list[Sample], cfg: TrainConfig, device: torch.device) -> dict:
     # validation scores as the trained detector will: its views, combined by its rule
-    ds = ImageDataset(samples, cfg.preprocess, train=False, views=cfg.views)
+    ds = ImageDataset(samples, cfg.preprocess.for_backbone(model.encoder.image_size), train=False, views=cfg.views)
     scores, errors = score_dataset(
         model,
         ds,
@@ -250,10 +249,6 @@ def train(cfg: TrainConfig, *, encoder=None, progress: bool | None = None) -> Tr
     train_samples, val_samples, sources = resolve_training_data(cfg)
     log.info("training on %s", summarize(train_samples))
 
-    # a caller's encoder is copied: tuning changes weights and LoRA rewrites modules in place
-    encoder = copy.deepcopy(encoder) if encoder is not None else load_backbone(cfg.backbone)
-    # the backbone dictates the input size (position embeddings are not interpolated)
-    cfg.preprocess.size = encoder.image_size
 
     resume_path = out / RESUME_NAME
     state = None
@@ -267,7 +262,10 @@ def train(cfg: TrainConfig, *, encoder=None, progress: bool | None = None) -> Tr
     elif resume_path.exists() and dist_info.is_main:
         log.warning("%s exists from an earlier run; starting over (use --resume to continue it)", resume_path)
 
-    model = DetectorModel(encoder, cfg.tune).to(device)
+    # the factory copies a caller's encoder when tuning would change it in place
+    model = create_model(encoder if encoder is not None else cfg.backbone, cfg.tune).to(device)
+    # the backbone sets the input size (position embeddings are not interpolated); the caller's policy stays as given
+    policy = cfg.preprocess.for_backbone(model.encoder.image_size)
     ddp_model: torch.nn.Module = model
     if dist_info.enabled:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -275,7 +273,7 @@ def train(cfg: TrainConfig, *, encoder=None, progress: bool | None = None) -> Tr
         )
 
     per_rank = cfg.batch_size // dist_info.world_size
-    dataset = ImageDataset(train_samples, cfg.preprocess, train=True, augment=cfg.augment, seed=cfg.seed)
+    dataset = ImageDataset(train_samples, policy, train=True, augment=cfg.augment, seed=cfg.seed)
     # one sampler type for 1 or N processes: N shards of a shared permutation (or of a shared
     # weighted draw) form the same global batches
     sampler: DistributedSampler | BalancedSampler

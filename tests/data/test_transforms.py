@@ -8,12 +8,9 @@ import torch
 from PIL import Image
 
 from mpft.data.transforms import (
-    CLIP_MEAN,
-    CLIP_STD,
     Augment,
     Perturbation,
     PreprocessPolicy,
-    normalize,
     parse_perturbations,
     prepare,
     reencode,
@@ -81,7 +78,9 @@ def test_augment_applied_only_in_training() -> None:
 def test_policy_and_augment_dict_roundtrip() -> None:
     policy = PreprocessPolicy(size=128, resize=True)
     assert PreprocessPolicy.from_dict(policy.to_dict()) == policy
-    assert policy.to_dict()["mean"] == list(CLIP_MEAN)
+    assert PreprocessPolicy().to_dict() == {"resize": False}  # the backbone sets the size
+    with pytest.raises(ConfigError, match="unknown keys"):
+        PreprocessPolicy.from_dict({"resize": False, "mean": [0.5, 0.5, 0.5]})  # normalisation is the backbone's
     aug = Augment(blur_prob=0.1, jpeg_quality=(60, 90))
     assert Augment.from_dict(aug.to_dict()) == aug
     with pytest.raises(ConfigError, match="unknown keys"):
@@ -94,19 +93,26 @@ def test_policy_and_augment_dict_roundtrip() -> None:
         PreprocessPolicy(size=0)
 
 
-def test_to_tensor_and_normalize() -> None:
+def test_policy_takes_its_size_from_the_backbone() -> None:
+    unset = PreprocessPolicy(resize=True)
+    with pytest.raises(ConfigError, match="for_backbone"):
+        _ = unset.side
+    resolved = unset.for_backbone(224)
+    assert (resolved.size, resolved.resize, unset.size) == (224, True, None)  # a copy: the caller's stays unset
+    assert PreprocessPolicy(size=224).for_backbone(224).size == 224
+    with pytest.raises(ConfigError, match="does not match the backbone's input size 32"):
+        PreprocessPolicy(size=224).for_backbone(32)
+    with pytest.raises(ConfigError, match="true or false"):
+        PreprocessPolicy(resize="yes")
+
+
+def test_to_tensor() -> None:
     arr = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     t = to_tensor(arr)
     assert t.dtype == torch.uint8 and t.shape == (3, 2, 3)
     assert t[1, 0, 2].item() == arr[0, 2, 1]
     with pytest.raises(ValueError):
         to_tensor(arr.astype(np.float32))
-    x = torch.full((2, 3, 4, 4), 0.5)
-    y = normalize(x, CLIP_MEAN, CLIP_STD)
-    assert torch.equal(x, torch.full((2, 3, 4, 4), 0.5))  # input untouched
-    assert y[0, 2, 0, 0].item() == pytest.approx((0.5 - CLIP_MEAN[2]) / CLIP_STD[2])
-    with pytest.raises(ValueError):
-        normalize(t, CLIP_MEAN, CLIP_STD)
 
 
 @pytest.mark.parametrize("spec", ["jpeg:50", "webp:60", "blur:1.5", "resize:0.5", "lowres:16", "crop:20"])

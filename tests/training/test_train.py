@@ -49,11 +49,12 @@ class _Spy:
 
 @pytest.fixture
 def spy(monkeypatch) -> _Spy:
+    import mpft.model
     import mpft.train as train_mod
 
     rec = _Spy()
 
-    class RecordingModel(train_mod.DetectorModel):
+    class RecordingModel(mpft.model.DetectorModel):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             rec.models.append(self)
@@ -74,7 +75,7 @@ def spy(monkeypatch) -> _Spy:
         rec.saved[Path(directory).name] = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
         return real_save(directory, model, config, **kwargs)
 
-    monkeypatch.setattr(train_mod, "DetectorModel", RecordingModel)
+    monkeypatch.setattr(mpft.model, "DetectorModel", RecordingModel)  # what create_model builds
     monkeypatch.setattr(train_mod, "save_checkpoint", recording_save)
     return rec
 
@@ -82,6 +83,7 @@ def spy(monkeypatch) -> _Spy:
 @pytest.mark.parametrize("strategy", ["linear", "last-k", "lora", "full"])
 def test_every_tuning_strategy_trains_and_saves_only_trained_tensors(genimage_tree, tmp_path, strategy, spy):
     result = train(_cfg(genimage_tree, tmp_path / "run", tune=TuneConfig(strategy, layers=2)))
+    (trained,) = spy.models  # the one model training built (before load_checkpoint builds another)
     assert result.history[0]["val"]["n"] == 16
     stored = load_file(str(result.best / "model.safetensors"))
     model, cfg = load_checkpoint(result.best)
@@ -95,7 +97,6 @@ def test_every_tuning_strategy_trains_and_saves_only_trained_tensors(genimage_tr
     else:
         assert len(stored) == len(list(model.parameters()))
     # the checkpoint holds the trained model's tensors, exactly, and reloads to the same scores
-    (trained,) = spy.models
     want, got = spy.saved["best"], model.trainable_state_dict()
     assert set(got) == set(want)
     for name, tensor in want.items():

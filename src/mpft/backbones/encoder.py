@@ -16,6 +16,29 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithP
 
 from mpft.errors import ConfigError
 
+# OpenAI CLIP's pixel statistics: the one definition (every CLIP backbone here uses them unless its
+# own preprocessor config says otherwise)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """What a backbone expects as input: a ``image_size`` square, ``patch_size`` patches, and
+    pixels normalised with ``mean``/``std`` (per RGB channel, on [0, 1] values).
+
+    The backbone owns it; preprocessing settings only say how an image is resized or cropped to it.
+    """
+
+    image_size: int
+    patch_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to_dict(self) -> dict:
+        return {"image_size": self.image_size, "patch_size": self.patch_size,
+                "mean": list(self.mean), "std": list(self.std)}
+
 
 @dataclass
 class EncoderOutput:
@@ -87,6 +110,11 @@ class ClipEncoder(nn.Module):
     @property
     def patch_size(self) -> int:
         return int(self.config.patch_size)
+
+    @property
+    def input_contract(self) -> InputContract:
+        """Input size, patch size and normalisation this backbone was pretrained with."""
+        return InputContract(self.image_size, self.patch_size, self.mean, self.std)
 
     @property
     def grid(self) -> int:

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import CLIPVisionConfig
 
-from mpft.backbones.encoder import ClipEncoder, build_model
+from mpft.backbones.encoder import CLIP_MEAN, CLIP_STD, ClipEncoder, build_model
 from mpft.backbones.offline import ONNX_SHA256, WEIGHTS_SHA256, fetch_b16, mpft_home, sha256_file
 from mpft.backbones.openai import config_from_openai, openai_to_hf, read_openai_checkpoint
 from mpft.backbones.presets import RANDOM_PRESETS, preset_config
@@ -30,8 +30,6 @@ from mpft.fsutil import require_writable_dir
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "clip-vit-b16"
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class ImageDataset(Dataset):
         # an index within an epoch: the same image, fresh augmentation randomness.
         draw, i = int(i), int(i) % len(self.samples)
         sample = self.samples[i]
-        size = self.policy.size
+        size = self.policy.side
         try:
             img = decode_image(sample.path, max_pixels=self.max_pixels, draft_min_side=self._draft).image
             if self.normalize_format is not None:

@@ -20,14 +20,11 @@ from mpft.config import from_dict
 from mpft.errors import ConfigError
 
 __all__ = [
-    "CLIP_MEAN",
-    "CLIP_STD",
     "PERTURBATION_KINDS",
     "PRESETS",
     "Augment",
     "Perturbation",
     "PreprocessPolicy",
-    "normalize",
     "parse_perturbations",
     "parse_reencode",
     "prepare",
@@ -35,9 +32,6 @@ __all__ = [
     "resize_shorter",
     "to_tensor",
 ]
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 PERTURBATION_KINDS = ("jpeg", "webp", "blur", "resize", "lowres", "crop")
 #: Named perturbation sets; "genimage-degraded" is GenImage's degraded-image protocol.
@@ -51,35 +45,47 @@ _REDUCING_GAP = 3.0
 
 @dataclass
 class PreprocessPolicy:
-    """How an image becomes a ``size`` x ``size`` model input.
+    """How an image is brought to the backbone's input square: resized or cropped.
+
+    The input size and the normalisation belong to the backbone
+    (:class:`mpft.backbones.InputContract`); this policy only says how to get there.
 
     Attributes:
-        size: side of the square input in pixels.
-        resize: if True, first resize the shorter side to ``size`` (also downscaling);
+        resize: if True, first resize the shorter side to the input size (also downscaling);
             if False (default), large images are cropped at native resolution.
-        mean, std: per-channel normalisation applied later by :func:`normalize`.
+        size: the input side; None (default) means the backbone's, filled in by
+            :meth:`for_backbone`. A number is only a check: it must equal the backbone's.
     """
 
-    size: int = 224
+    size: int | None = None
     resize: bool = False
-    mean: tuple = CLIP_MEAN
-    std: tuple = CLIP_STD
 
     def __post_init__(self) -> None:
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size <= 0:
+        if self.size is not None and (not isinstance(self.size, int) or isinstance(self.size, bool) or self.size <= 0):
             raise ConfigError(f"preprocess size must be a positive integer, got {self.size!r}")
-        self.mean = tuple(float(m) for m in self.mean)
-        self.std = tuple(float(s) for s in self.std)
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ConfigError(f"mean and std need 3 values, got {self.mean!r} and {self.std!r}")
-        if any(s <= 0 for s in self.std):
-            raise ConfigError(f"std values must be > 0, got {self.std!r}")
+        if not isinstance(self.resize, bool):
+            raise ConfigError(f"preprocess resize must be true or false, got {self.resize!r}")
+
+    def for_backbone(self, image_size: int) -> PreprocessPolicy:
+        """A copy with ``size`` set to the backbone's input side (position embeddings are not
+        interpolated, so no other size can be fed). Raises ConfigError if a set size differs."""
+        if self.size is not None and self.size != image_size:
+            raise ConfigError(
+                f"preprocess size {self.size} does not match the backbone's input size {image_size}; "
+                "leave the size unset (the backbone sets it)"
+            )
+        return PreprocessPolicy(size=image_size, resize=self.resize)
+
+    @property
+    def side(self) -> int:
+        """The input side; ConfigError for a policy not yet resolved with :meth:`for_backbone`."""
+        if self.size is None:
+            raise ConfigError("the preprocess policy has no input size yet: resolve it with .for_backbone(size)")
+        return self.size
 
     def to_dict(self) -> dict:
-        """JSON-friendly dict (tuples become lists)."""
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
+        """JSON-friendly dict; an unset size is left out (the backbone sets it)."""
+        return {"resize": self.resize} if self.size is None else {"size": self.size, "resize": self.resize}
 
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessPolicy:
@@ -161,7 +167,7 @@ def draft_side(policy: PreprocessPolicy) -> int | None:
     barely changes (measured: docs/performance.md, decode) while large photos decode 2-4x faster.
     None for a cropping policy: it needs the native pixels.
     """
-    return math.ceil(policy.size * _REDUCING_GAP) if policy.resize else None
+    return math.ceil(policy.side * _REDUCING_GAP) if policy.resize else None
 
 
 def resize_shorter(img: Image.Image, size: int) -> Image.Image:
@@ -219,7 +225,7 @@ def prepare(
         rng = np.random.default_rng()
     if img.mode != "RGB":
         img = img.convert("RGB")
-    size = policy.size
+    size = policy.side
     if train and augment is not None:
         img = _augment(img, augment, rng, size)
     w, h = img.size
@@ -242,24 +248,6 @@ def to_tensor(arr: np.ndarray) -> torch.Tensor:
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"to_tensor expects a uint8 (H, W, 3) array, got {arr.dtype} {arr.shape}")
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-
-
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(x - mean) / std`` per channel.
-
-    Args:
-        x: float tensor (B, 3, H, W) or (3, H, W) with values in [0, 1].
-
-    Returns:
-        New float tensor of the same shape; ``x`` is not modified.
-    """
-    if not torch.is_floating_point(x):
-        raise ValueError(f"normalize expects a float tensor in [0, 1], got {x.dtype}")
-    if x.ndim not in (3, 4) or x.shape[-3] != 3:
-        raise ValueError(f"normalize expects shape (B, 3, H, W) or (3, H, W), got {tuple(x.shape)}")
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return (x - m) / s
 
 
 def _format_value(value: float) -> str:
