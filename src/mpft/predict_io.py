@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from mpft.data.layouts import IMAGE_SUFFIXES, log_skipped, scan_folder
+from mpft.data.scan import IMAGE_SUFFIXES, log_skipped, scan_folder
 from mpft.display import display_name
 from mpft.errors import ConfigError
 from mpft.fsutil import link_problem

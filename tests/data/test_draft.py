@@ -12,7 +12,7 @@ from PIL import Image
 
 from mpft.data.dataset import ImageDataset
 from mpft.data.images import decode_image
-from mpft.data.layouts import Sample
+from mpft.data.samples import Sample
 from mpft.data.transforms import Perturbation, PreprocessPolicy, draft_side, prepare
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from mpft.data.images import DecodedImage, decode_image, is_image_file, sniff_image_type
+from mpft.data.images import DecodedImage, decode_image
+from mpft.data.sniff import is_image_file, sniff_image_type
 from mpft.errors import DataError, ImageDecodeError
 from tests.data.conftest import noise_image
 
@@ -324,7 +325,7 @@ def test_is_image_file_by_content(tmp_path: Path) -> None:
 
 
 def test_probe_image_applies_the_decode_size_rule_without_decoding(tmp_path: Path, monkeypatch) -> None:
-    from mpft.data.images import probe_image
+    from mpft.data.limits import probe_image
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's guard is left out here too
     data = _jpeg_bytes(2000, 1500)
@@ -340,3 +341,16 @@ def test_probe_image_applies_the_decode_size_rule_without_decoding(tmp_path: Pat
     assert probe_image(path) == (2000, 1500)
     with pytest.raises(ImageDecodeError, match="not an image"):
         probe_image(b"hello")
+
+
+def test_names_that_moved_out_of_images_are_still_importable_from_it() -> None:
+    """Sniffing, the size rule and probe_image moved to their own modules (issue 12): the old
+    import path gives the same objects."""
+    from mpft.data import images, limits, sniff
+
+    assert images.probe_image is limits.probe_image
+    assert images.DEFAULT_MAX_PIXELS == limits.DEFAULT_MAX_PIXELS == 64_000_000
+    assert images.is_image_file is sniff.is_image_file
+    assert images.sniff_image_type is sniff.sniff_image_type
+    assert images.ImageDecodeError is ImageDecodeError
+    assert set(images.__all__) <= set(dir(images))

@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from mpft.data.images import decode_image, is_image_file
-from mpft.data.layouts import discover, list_images
+from mpft.data.images import decode_image
+from mpft.data.layouts import discover
+from mpft.data.scan import list_images
+from mpft.data.sniff import is_image_file
 from mpft.errors import ImageDecodeError
 from tests.data.conftest import write_image
 from tests.fifo_guard import fifo_watchdog, make_fifo
 
 
 def scan_folder(folder: Path):
-    from mpft.data.layouts import scan_folder as scan
+    from mpft.data.scan import scan_folder as scan
 
     return scan(folder)
 
