@@ -1,8 +1,9 @@
 """Figures and descriptive statistics of Texture-Aware Masking (TAM) for docs/tam.md.
 
-Pure texture math: no model, no forward pass. Images are decoded and preprocessed as mpft
-does at evaluation (``decode_image`` + ``prepare(img, PreprocessPolicy(size, resize=True),
-train=False)``: shorter side resized to 224, centre crop), then scored with ``mpft.tam``.
+Pure texture math: no model, no forward pass. Images are decoded and cut as mpft does at
+evaluation (``decode_image`` + ``mpft.pipeline.view_pixels`` with the centre view and
+``PreprocessPolicy(size, resize=True)``: shorter side resized to 224, centre crop), then scored
+with ``mpft.tam``.
 
 Writes three PNGs into --out (default docs/img):
 
@@ -41,7 +42,9 @@ from PIL import Image  # noqa: E402
 
 from mpft import tam  # noqa: E402
 from mpft.data.images import decode_image  # noqa: E402
-from mpft.data.transforms import PreprocessPolicy, prepare, to_tensor  # noqa: E402
+from mpft.data.transforms import PreprocessPolicy  # noqa: E402
+from mpft.pipeline import view_pixels  # noqa: E402
+from mpft.views import ViewConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MPFT_DATA", REPO.parent / "shared" / "data"))
@@ -76,9 +79,13 @@ def evenly_spaced(items: Sequence, k: int) -> list:
 
 
 def load_pixels(paths: Sequence[Path], policy: PreprocessPolicy) -> torch.Tensor:
-    """Decode and eval-preprocess ``paths`` -> (B, 3, S, S) float in [0, 1]."""
-    arrays = [prepare(decode_image(p).image, policy, train=False) for p in paths]
-    return torch.stack([to_tensor(a) for a in arrays]).float().div_(255.0)
+    """Decode and cut the centre view of ``paths`` -> (B, 3, S, S) float in [0, 1].
+
+    Full-size decoding, not a ``Preprocessor``'s reduced-scale one: the published statistics were
+    measured on full-size decodes.
+    """
+    views = [view_pixels(decode_image(p).image, policy, ViewConfig())[0] for p in paths]
+    return torch.stack(views).float().div_(255.0)
 
 
 # ---- statistics -------------------------------------------------------------------------------
