@@ -19,6 +19,7 @@ from PIL import Image
 from mpft.checkpoint import WEIGHTS_NAME, DetectorConfig, load_checkpoint
 from mpft.data.images import DEFAULT_MAX_PIXELS, DecodedImage
 from mpft.data.transforms import PreprocessPolicy
+from mpft.decision import VERDICTS, Decision, normalise_thresholds  # noqa: F401  (VERDICTS: public here too)
 from mpft.detectors import DEFAULT_DETECTOR_DIR
 from mpft.errors import CheckpointError, ConfigError, ImageDecodeError
 from mpft.pipeline import Prepared, Preprocessor, Scorer
@@ -29,7 +30,6 @@ from mpft.views import ViewConfig, parse_views
 log = logging.getLogger(__name__)
 
 ImageInput = str | os.PathLike | bytes | Image.Image
-VERDICTS = ("generated", "real", "uncertain", "error")
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,10 @@ class Detector:
         self.policy = PreprocessPolicy.from_dict(config.preprocess).for_backbone(model.encoder.image_size)
         # the checkpoint's views unless the caller overrides them (--views)
         self.views = parse_views(views) if views is not None else ViewConfig.from_dict(config.views or {})
-        self.threshold = float(config.threshold)
-        self.uncertain_band = float(config.uncertain_band)
+        try:
+            self.decision = Decision.from_checkpoint(config.threshold, config.uncertain_band, config.thresholds)
+        except ConfigError as exc:
+            raise CheckpointError(f"{path or 'detector config'}: {exc}") from exc
         self.max_pixels = DEFAULT_MAX_PIXELS
         digest = ""
         if path is not None and (path / WEIGHTS_NAME).is_file():
@@ -156,15 +158,27 @@ class Detector:
         return cls(model, config, p, resolve_device(device), views=views)
 
     # ---- decisions ----------------------------------------------------------------------------
+    @property
+    def threshold(self) -> float:
+        return self.decision.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.decision = self.decision.override(threshold=value)
+
+    @property
+    def uncertain_band(self) -> float:
+        return self.decision.band
+
+    @uncertain_band.setter
+    def uncertain_band(self, value: float) -> None:
+        self.decision = self.decision.override(band=value)
+
     def verdict(self, probability: float) -> str:
-        """generated / real, or uncertain within ``uncertain_band`` of the threshold."""
-        if abs(probability - self.threshold) < self.uncertain_band:
-            return "uncertain"
-        return "generated" if probability >= self.threshold else "real"
+        """generated / real, or uncertain within the band around the threshold (:class:`Decision`)."""
+        return self.decision.verdict(probability)
 
     def set_band(self, band: float) -> None:
-        if not 0 <= band < 0.5:
-            raise ConfigError(f"uncertain band must be in [0, 0.5), got {band}")
         self.uncertain_band = band
 
     # ---- scoring ------------------------------------------------------------------------------
@@ -231,7 +245,8 @@ class Detector:
             "tune": self.config.tune,
             "threshold": self.threshold,
             "uncertain_band": self.uncertain_band,
-            "thresholds": self.config.thresholds,
+            "decision": self.decision.to_dict(),
+            "thresholds": normalise_thresholds(self.config.thresholds),
             "preprocess": self.config.preprocess,
             "views": self.views.spec,
             "precision": self.precision,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from mpft.data.scan import IMAGE_SUFFIXES, log_skipped, scan_folder
+from mpft.decision import check_band, check_threshold
 from mpft.display import display_name
 from mpft.errors import ConfigError
 from mpft.fsutil import link_problem
@@ -158,10 +159,10 @@ def check_decision(threshold: float | None, band: float | None) -> None:
     Raises:
         ConfigError: a value is out of range.
     """
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"--threshold must be a probability in [0, 1], got {threshold}")
-    if band is not None and not 0.0 <= band < 0.5:
-        raise ConfigError(f"--band must be in [0, 0.5) (half-width around the threshold), got {band}")
+    if threshold is not None:
+        check_threshold(threshold, "--threshold")
+    if band is not None:
+        check_band(band, "--band")
 
 
 # ---- outputs -------------------------------------------------------------------------------------
