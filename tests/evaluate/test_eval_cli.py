@@ -22,6 +22,14 @@ def test_split_perturb_args(tmp_path: Path) -> None:
     assert split_perturb_args(["d1"], ["jpeg:95 blur:2"]) == (["d1"], ["jpeg:95", "blur:2"])
 
 
+def test_split_perturb_args_judges_specs_with_the_transforms_grammar() -> None:
+    # what moves to --perturb is exactly what parse_perturbations accepts (one grammar)
+    data, specs = split_perturb_args(["d1", "WebP:80", "resize:0.5,0.25", "lowres:64", "d2"], ["blur:1"])
+    assert (data, specs) == (["d1", "d2"], ["blur:1", "WebP:80", "resize:0.5,0.25", "lowres:64"])
+    # not a perturbation in that grammar: left as DATA (evaluate then reports the missing folder)
+    assert split_perturb_args(["d1", "site:2024", "jpeg:0"], ["blur:1"]) == (["d1", "site:2024", "jpeg:0"], ["blur:1"])
+
+
 def test_eval_json_table_and_unquoted_perturb(
     eval_checkpoint: Path, ufd_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -6,7 +6,6 @@ A thin wrapper over :func:`mpft.evaluate.evaluate`; all logic lives there.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import typer
@@ -15,8 +14,17 @@ from mpft.cli import app
 
 log = logging.getLogger(__name__)
 
-# "kind:1,2,3": the shape of a perturbation spec, whatever the kind (parse_perturbations judges it).
-_SPEC_RE = re.compile(r"^[A-Za-z][\w-]*:[\d.,\s+-]*$")
+
+def _is_perturbation_spec(item: str) -> bool:
+    """Whether ``item`` is a perturbation spec or preset in the grammar of ``parse_perturbations``."""
+    from mpft.data.transforms import parse_perturbations
+    from mpft.errors import ConfigError
+
+    try:
+        parse_perturbations([item])
+    except ConfigError:
+        return False
+    return True
 
 
 def split_perturb_args(data: list[str], perturb: list[str]) -> tuple[list[str], list[str]]:
@@ -24,21 +32,19 @@ def split_perturb_args(data: list[str], perturb: list[str]) -> tuple[list[str], 
 
     ``--perturb jpeg:95,75 blur:1,2`` is the documented form, but an option takes one value,
     so ``blur:1,2`` lands among the DATA arguments. When ``--perturb`` was given, a DATA item
-    that is not an existing path and looks like a spec (``kind:values`` or a preset name) is a
-    perturbation. Each ``--perturb`` value may also hold several specs separated by spaces.
+    that is not an existing path and parses as a spec (``kind:values`` or a preset name, judged by
+    :func:`mpft.data.transforms.parse_perturbations`) is a perturbation. Each ``--perturb`` value
+    may also hold several specs separated by spaces.
 
     Returns:
         (data paths, perturbation specs).
     """
-    from mpft.data.transforms import PRESETS
-
     specs = [tok for value in perturb for tok in value.split()]
     if not specs:
         return data, []
     paths = []
     for item in data:
-        looks_like_spec = bool(_SPEC_RE.match(item)) or item.strip().lower() in PRESETS
-        if looks_like_spec and not Path(item).exists():
+        if not Path(item).exists() and _is_perturbation_spec(item):
             specs.append(item)
         else:
             paths.append(item)
