@@ -69,7 +69,7 @@ def step_seconds(spec: str, strategy: str, mask: str, batch: int, device: torch.
                  iters: int) -> float:
     from mpft.backbones import load_backbone
     from mpft.model import DetectorModel, TuneConfig
-    from mpft.tam import MaskConfig
+    from mpft.tam import MaskConfig, apply_mask
 
     torch.manual_seed(0)
     model = DetectorModel(load_backbone(spec), TuneConfig(strategy, layers=4)).to(device).train()
@@ -82,8 +82,10 @@ def step_seconds(spec: str, strategy: str, mask: str, batch: int, device: torch.
     g = torch.Generator().manual_seed(0)
 
     def step():
+        # masking is part of a training step's cost, as in mpft.train
+        pixels, keep = apply_mask(x, cfg, model.encoder.patch_size, fill=model.encoder.mean, generator=g)
         with autocast(device):
-            logits = model(x, cfg, generator=g)
+            logits = model(pixels, keep=keep)
         loss = loss_fn(logits.float(), y)
         optim.zero_grad(set_to_none=True)
         loss.backward()

@@ -341,9 +341,10 @@ def fit_head(model, images: list[Path], policy, logit_std: float = 3.0, seed: in
     agree; a trained detector's logits spread over several units, where differences show.
     """
     from mpft.data.images import decode_image
-    from mpft.data.transforms import prepare, to_tensor
+    from mpft.pipeline import view_pixels
+    from mpft.views import ViewConfig
 
-    x = torch.stack([to_tensor(prepare(decode_image(p).image, policy, train=False)) for p in images])
+    x = torch.cat([view_pixels(decode_image(p).image, policy, ViewConfig()) for p in images])
     with torch.inference_mode():
         emb = model.encoder(model.encoder.normalize(x.float() / 255.0)).embedding
     g = torch.Generator().manual_seed(seed)
@@ -483,26 +484,24 @@ def measure_agreement(det_fp, det_q, paths: list[Path]) -> dict:
 
 
 def measure_auc(ckpt: Path, data: Path, limit: int, workers: int, precision: str) -> dict:
-    """AUC of fp32 and of ``precision`` on the same images (one process, one sample)."""
+    """AUC of fp32 and of ``precision`` on the same images (one process, one sample), each detector
+    loaded by ``Detector.load`` and scored as ``mpft eval`` scores it."""
     from sklearn.metrics import roc_auc_score
 
-    from mpft.checkpoint import load_checkpoint
     from mpft.data.dataset import ImageDataset
     from mpft.data.layouts import limit_per_class
-    from mpft.data.transforms import PreprocessPolicy
+    from mpft.detector import Detector
     from mpft.evaluate.runner import resolve_eval_data
     from mpft.inference import score_dataset
-    from mpft.precision import apply_precision
 
     samples = limit_per_class(resolve_eval_data([data]).samples, limit, 0)
     labels = np.array([s.label for s in samples])
     out: dict = {"images": len(samples)}
-    model, cfg = load_checkpoint(ckpt)
-    ds = ImageDataset(samples, PreprocessPolicy.from_dict(cfg.preprocess), train=False)
     for p in ("fp32", precision):
-        if p != "fp32":
-            model = apply_precision(model, p, inplace=True)
-        scores, _ = score_dataset(model, ds, batch_size=32, workers=workers, device=torch.device("cpu"))
+        det = Detector.load(ckpt, device="cpu", precision=p)
+        ds = ImageDataset(samples, det.policy, train=False, views=det.views)
+        scores, _ = score_dataset(det.model, ds, batch_size=32, workers=workers, device=det.device,
+                                  combine=det.views.combine)
         ok = ~np.isnan(scores)
         out[f"auc_{p}"] = float(roc_auc_score(labels[ok], scores[ok]))
     out["auc_reduced"] = out[f"auc_{precision}"]
@@ -514,7 +513,7 @@ def train_step_fn(spec: str, strategy: str, mask: str, batch: int, seed: int = 0
     """One optimiser step of the detector on random pixels (content does not change the cost)."""
     from mpft.backbones import load_backbone
     from mpft.model import DetectorModel, TuneConfig
-    from mpft.tam import MaskConfig
+    from mpft.tam import MaskConfig, apply_mask
 
     torch.manual_seed(seed)
     model = DetectorModel(load_backbone(spec), TuneConfig(strategy, layers=4))
@@ -528,7 +527,9 @@ def train_step_fn(spec: str, strategy: str, mask: str, batch: int, seed: int = 0
     y = torch.randint(0, 2, (batch,), generator=g).float()
 
     def step() -> float:
-        logits = model(x, cfg, generator=g)
+        # masking is part of a training step's cost, as in mpft.train
+        pixels, keep = apply_mask(x, cfg, model.encoder.patch_size, fill=model.encoder.mean, generator=g)
+        logits = model(pixels, keep=keep)
         loss = loss_fn(logits.float(), y)
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -576,16 +577,22 @@ def decode_times(paths: list[Path], size: int, *, draft: bool) -> dict:
     what a resizing detector uses); the model inputs are compared with full-size decoding's.
     """
     from mpft.data.images import decode_image
-    from mpft.data.transforms import PreprocessPolicy, draft_side, prepare
+    from mpft.data.transforms import PreprocessPolicy, draft_side
+    from mpft.pipeline import view_pixels
+    from mpft.views import ViewConfig
 
-    policy = PreprocessPolicy(size=size, resize=True)
+    policy, center = PreprocessPolicy(size=size, resize=True), ViewConfig()
     side = draft_side(policy) if draft else None
+
+    def view(p: Path, draft_min_side: int | None) -> np.ndarray:
+        return view_pixels(decode_image(p, draft_min_side=draft_min_side).image, policy, center).numpy()
+
     t0 = time.perf_counter()
-    inputs = [prepare(decode_image(p, draft_min_side=side).image, policy, train=False) for p in paths]
+    inputs = [view(p, side) for p in paths]
     out = {"ms_per_image": 1000 * (time.perf_counter() - t0) / len(paths), "images": len(paths),
            "draft_min_side": side}
     if draft:
-        diffs = [np.abs(x.astype(np.int16) - prepare(decode_image(p).image, policy, train=False).astype(np.int16))
+        diffs = [np.abs(x.astype(np.int16) - view(p, None).astype(np.int16))
                  for p, x in zip(paths, inputs, strict=True)]
         out["input_mean_abs_diff"] = float(np.mean([d.mean() for d in diffs]))
         out["input_max_abs_diff"] = int(max(d.max() for d in diffs))
