@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mpft.data.images import DEFAULT_MAX_PIXELS, decode_image
-from mpft.data.layouts import Sample
+from mpft.data.samples import Sample
 from mpft.data.transforms import (
     Augment,
     Perturbation,
