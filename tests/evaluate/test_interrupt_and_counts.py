@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import mpft.evaluate.runner as runner
+import mpft.evaluate.scoring as scoring
 from mpft.cli import main
 from mpft.display import display_name
 from mpft.evaluate import EvalReport, evaluate
@@ -23,7 +23,7 @@ N_GOOD = 24  # genimage_tree: 2 generators x 6 real + 6 generated in val/, plus 
 
 def _interrupt_on_call(monkeypatch: pytest.MonkeyPatch, n: int) -> list[int]:
     """score_dataset raises KeyboardInterrupt (as Ctrl-C does) on its n-th call; returns the call log."""
-    real = runner.score_dataset
+    real = scoring.score_dataset
     calls: list[int] = []
 
     def fake(*args, **kw):
@@ -32,9 +32,9 @@ def _interrupt_on_call(monkeypatch: pytest.MonkeyPatch, n: int) -> list[int]:
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(runner, "score_dataset", fake)
+    monkeypatch.setattr(scoring, "score_dataset", fake)
     # one batch per chunk, so the test knows what each call scores
-    monkeypatch.setattr(runner, "CHUNK_SECONDS", 1e-9)
+    monkeypatch.setattr(scoring, "CHUNK_SECONDS", 1e-9)
     return calls
 
 
@@ -108,7 +108,7 @@ def test_chunked_scoring_gives_the_scores_of_one_pass(
 ) -> None:
     # chunks are whole batches: the same batches as one pass, so the same float bits
     one = evaluate(eval_checkpoint, [genimage_tree], out=None, batch_size=4, n_boot=0, device="cpu")
-    monkeypatch.setattr(runner, "CHUNK_SECONDS", 1e-9)
+    monkeypatch.setattr(scoring, "CHUNK_SECONDS", 1e-9)
     chunked = evaluate(eval_checkpoint, [genimage_tree], out=None, batch_size=4, n_boot=0, device="cpu")
     assert [(r.path, r.score) for r in one.scores] == [(r.path, r.score) for r in chunked.scores]
 

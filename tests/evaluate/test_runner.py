@@ -107,7 +107,7 @@ def test_same_generator_in_two_roots_is_prefixed(tmp_path: Path) -> None:
 
 
 def test_calibration_reals(genimage_tree: Path, shared_pool: tuple[Path, list[Path]], tmp_path: Path) -> None:
-    from mpft.evaluate.runner import _calibration_reals
+    from mpft.evaluate.inputs import calibration_reals as _calibration_reals
 
     reals = _calibration_reals(genimage_tree, "auto")  # a labelled dataset: its val/ real images
     assert len(reals) == 12 and all(s.path.parent.name == "nature" and s.label == 0 for s in reals)
