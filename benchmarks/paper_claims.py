@@ -56,7 +56,7 @@ from mpft.evaluate.metrics import threshold_at_fpr, wilson_interval
 from mpft.model import TuneConfig
 from mpft.pipeline import Scorer, view_pixels
 from mpft.tam import MaskConfig
-from mpft.train import TrainConfig, train
+from mpft.training import TrainConfig, train
 from mpft.views import ViewConfig
 
 log = logging.getLogger("paper_claims")

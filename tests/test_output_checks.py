@@ -34,9 +34,9 @@ def _one_line_exit_2(code: int, err: str, what: str) -> None:
 
 
 def test_train_out_under_a_file(capsys, monkeypatch, blocker, tmp_path):
-    import mpft.train
+    import mpft.training
 
-    monkeypatch.setattr(mpft.train, "train", _never("training"))
+    monkeypatch.setattr(mpft.training, "train", _never("training"))
     code = main(["train", str(tmp_path), "--out", str(blocker / "run"), "--backbone", "random:tiny"])
     _one_line_exit_2(code, capsys.readouterr().err, "--out")
 

@@ -17,7 +17,7 @@ from mpft.cli.train import parse_blocks, parse_pair
 from mpft.data.transforms import Augment, PreprocessPolicy
 from mpft.model import TuneConfig
 from mpft.tam import MaskConfig
-from mpft.train import TrainConfig
+from mpft.training import TrainConfig
 from mpft.views import ViewConfig, parse_views
 
 # option name -> (dataclass, field name, how the CLI's text becomes the field's value)

@@ -26,7 +26,7 @@ def __getattr__(name: str):
 
         return load_backbone
     if name == "train":
-        from mpft.train import train
+        from mpft.training import train
 
         return train
     if name == "evaluate":

@@ -1,8 +1,9 @@
 """A killed training run, resumed, ends with exactly the weights of a run that was never killed (CPU).
 
-docs/train.md states this. It holds because resume.pt carries the trainable tensors, optimizer and
-scheduler state at the last finished epoch, and everything random in an epoch (shuffle,
-augmentation, masks) is a function of (seed, epoch, index): the redone epoch sees the same batches.
+docs/train.md states this. It holds because the resume state (RUN_DIR/resume/) carries the
+trainable tensors, optimizer and scheduler state at the last finished epoch, and everything
+random in an epoch (shuffle, augmentation, masks) is a function of (seed, epoch, index): the
+redone epoch sees the same batches.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import mpft.train as train_mod
 from mpft.model import TuneConfig
 from mpft.tam import MaskConfig
-from mpft.train import TrainConfig, train
+from mpft.training import TrainConfig, train
+from mpft.training.state import read_resume_state
 
 
 def _cfg(data, out, **kw) -> TrainConfig:
@@ -38,10 +39,10 @@ def test_killed_mid_epoch_resumes_bit_identical(genimage_tree, tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(genimage_tree, tmp_path / "cut", **settings))
     monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
-    state = torch.load(tmp_path / "cut" / train_mod.RESUME_NAME, weights_only=False)
-    assert state["epoch"] == 0  # only epoch 1 was saved: epoch 2 is redone from its start
+    cut = _cfg(genimage_tree, tmp_path / "cut", resume=True, **settings)
+    assert read_resume_state(tmp_path / "cut", cut.identity()).progress.epoch == 0  # epoch 2 is redone from its start
 
-    resumed = train(_cfg(genimage_tree, tmp_path / "cut", resume=True, **settings))
+    resumed = train(cut)
     a = load_file(str(full.last / "model.safetensors"))
     b = load_file(str(resumed.last / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

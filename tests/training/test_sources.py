@@ -11,9 +11,9 @@ from tests.training.conftest import make_genimage_tree
 
 
 def test_two_sources_pooled_balanced_and_views_recorded(tmp_path, monkeypatch):
-    from mpft import train as train_mod
+    import mpft.training.data as data_mod  # where the sampler is chosen
     from mpft.backbones import load_backbone
-    from mpft.train import TrainConfig, train
+    from mpft.training import TrainConfig, train
 
     big = make_genimage_tree(tmp_path / "big", n_per_class=12, splits=("train",), seed=1)
     # a second source holding only real photos: alone it could not train, pooled it can
@@ -22,7 +22,7 @@ def test_two_sources_pooled_balanced_and_views_recorded(tmp_path, monkeypatch):
     for i in range(2):
         Image.fromarray(np.full((40, 40, 3), 40 * i, np.uint8)).save(photos / f"p{i}.png")
     drawn: list[int] = []
-    real_sampler = train_mod.BalancedSampler
+    real_sampler = data_mod.BalancedSampler
 
     class Spy(real_sampler):
         def __iter__(self):
@@ -30,7 +30,7 @@ def test_two_sources_pooled_balanced_and_views_recorded(tmp_path, monkeypatch):
             drawn.extend(out)
             return iter(out)
 
-    monkeypatch.setattr(train_mod, "BalancedSampler", Spy)
+    monkeypatch.setattr(data_mod, "BalancedSampler", Spy)
     cfg = TrainConfig(data=[str(big), str(tmp_path / "photos")], out=str(tmp_path / "run"), backbone="random:tiny",
                       balance="source", views="grid:2@max", epochs=2, batch_size=4, validate=False, workers=0)
     res = train(cfg, encoder=load_backbone("random:tiny"), progress=False)

@@ -16,7 +16,7 @@ from mpft.checkpoint import load_checkpoint
 from mpft.errors import ConfigError, DataError
 from mpft.model import TuneConfig
 from mpft.tam import MaskConfig
-from mpft.train import TrainConfig, train
+from mpft.training import TrainConfig, train
 
 from .conftest import make_genimage_tree
 
@@ -50,7 +50,7 @@ class _Spy:
 @pytest.fixture
 def spy(monkeypatch) -> _Spy:
     import mpft.model
-    import mpft.train as train_mod
+    import mpft.training.outputs as outputs_mod  # where the loop's checkpoints are saved
 
     rec = _Spy()
 
@@ -69,14 +69,14 @@ def spy(monkeypatch) -> _Spy:
                 rec.steps.append((self._pixels, None if keep is None else keep.detach().clone()))
             return super().features(x, keep)
 
-    real_save = train_mod.save_checkpoint
+    real_save = outputs_mod.save_checkpoint
 
     def recording_save(directory, model, config, **kwargs):
         rec.saved[Path(directory).name] = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
         return real_save(directory, model, config, **kwargs)
 
     monkeypatch.setattr(mpft.model, "DetectorModel", RecordingModel)  # what create_model builds
-    monkeypatch.setattr(train_mod, "save_checkpoint", recording_save)
+    monkeypatch.setattr(outputs_mod, "save_checkpoint", recording_save)
     return rec
 
 
@@ -175,9 +175,9 @@ def test_same_seed_same_result(genimage_tree, tmp_path):
 
 def test_interrupted_run_resumes_to_the_same_weights(genimage_tree, tmp_path, monkeypatch):
     full = train(_cfg(genimage_tree, tmp_path / "full", epochs=3))
-    import mpft.train as train_mod
+    import mpft.training.loop as loop_mod  # the loop calls validate by this name
 
-    real_validate, calls = train_mod.validate, {"n": 0}
+    real_validate, calls = loop_mod.validate, {"n": 0}
 
     def crash_on_second_epoch(*args, **kwargs):
         calls["n"] += 1
@@ -185,10 +185,10 @@ def test_interrupted_run_resumes_to_the_same_weights(genimage_tree, tmp_path, mo
             raise KeyboardInterrupt
         return real_validate(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "validate", crash_on_second_epoch)
+    monkeypatch.setattr(loop_mod, "validate", crash_on_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(genimage_tree, tmp_path / "cut", epochs=3))
-    monkeypatch.setattr(train_mod, "validate", real_validate)
+    monkeypatch.setattr(loop_mod, "validate", real_validate)
     resumed = train(_cfg(genimage_tree, tmp_path / "cut", epochs=3, resume=True))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     sa = load_file(str(full.last / "model.safetensors"))
@@ -249,7 +249,7 @@ def test_caller_encoder_is_not_modified(genimage_tree, tmp_path):
 
 
 def test_learning_rate_defaults_depend_on_what_trains(tmp_path):
-    from mpft.train import BLOCK_LR, LORA_LR
+    from mpft.training import BLOCK_LR, LORA_LR
 
     assert _cfg(tmp_path, tmp_path).lr_backbone == BLOCK_LR
     assert _cfg(tmp_path, tmp_path, tune=TuneConfig("lora")).lr_backbone == LORA_LR

@@ -46,7 +46,7 @@ def train_cmd(
         "their images are pooled (see --balance).",
     ),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="Run directory: best/, last/ checkpoints and resume.pt."
+        ..., "--out", "-o", help="Run directory: best/, last/ checkpoints and the resume state resume/."
     ),
     layout: str = typer.Option("auto", help="genimage, ufd, realfake, csv or auto."),
     val: Path = typer.Option(None, help="Validation data (default: the data's val split, if it has one)."),
@@ -121,7 +121,7 @@ def train_cmd(
     from mpft.fsutil import require_writable_dir
     from mpft.model import TuneConfig
     from mpft.tam import MaskConfig
-    from mpft.train import TrainConfig, train
+    from mpft.training import TrainConfig, train
 
     # a bad run directory must fail now, not after an epoch of training
     require_writable_dir(out, "--out")
