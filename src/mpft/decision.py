@@ -86,14 +86,13 @@ class Decision:
 
     @classmethod
     def from_checkpoint(cls, threshold: float, band: float, thresholds: dict[str, Any]) -> Decision:
-        """The decision a checkpoint stores: its ``threshold``/``uncertain_band``, named after the entry
-        of its ``thresholds`` block that holds the same value (``calibrated`` wins a tie)."""
-        names = normalise_thresholds(thresholds)
-        source = "uncalibrated" if float(threshold) == DEFAULT_THRESHOLD else "user"
-        for name in ("uncalibrated", "calibrated"):
-            entry = names.get(name)
-            if entry is not None and float(entry["value"]) == float(threshold):
-                source = name
+        """The decision a checkpoint stores: its ``threshold``/``uncertain_band``, ``calibrated`` when its
+        ``thresholds`` block has a calibrated entry of that value, ``uncalibrated`` at 0.5, else ``user``."""
+        calibrated = normalise_thresholds(thresholds).get("calibrated")
+        if calibrated is not None and float(calibrated["value"]) == float(threshold):
+            source = "calibrated"
+        else:
+            source = "uncalibrated" if float(threshold) == DEFAULT_THRESHOLD else "user"
         return cls(threshold, band, source)
 
 

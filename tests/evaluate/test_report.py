@@ -46,7 +46,7 @@ def _report(*, oracle: bool = False, calibrated: float | None = None, normalize:
         checkpoint="runs/a/best.safetensors",
         model_id="mpft-vitb16",
         data_paths=["/data/genimage"],
-        thresholds={"decision": 0.5, "calibrated": calibrated},
+        thresholds={"uncalibrated": 0.5, "calibrated": calibrated},
         seed=0,
         skipped=[
             SkippedFile("x.png", "decode error"),
@@ -126,7 +126,7 @@ def test_markdown_basic(report, tmp_path):
     assert f"**mean** ({MEAN_METHOD})" in text
     assert "oracle" not in text.lower()  # not requested -> never mentioned
     assert "fixed vs calibrated" not in text and "@cal" not in text
-    assert "calibrated=" not in text  # an unset threshold is not listed
+    assert "calibrated=" not in text.replace("uncalibrated=", "")  # an unset threshold is not listed
     assert "## Robustness sweep" in text and "Format normalisation" not in text
     # Sweep rows ordered clean -> harshest: jpeg quality 90 before 50.
     assert text.index("| jpeg:90 |") < text.index("| jpeg:50 |")
@@ -182,7 +182,7 @@ def test_plot_roc(tmp_path, real_pool):
 
 def test_plot_histograms_and_sweep(report, tmp_path):
     y, s, _ = _data()
-    _assert_png(plot_histograms(y, s, tmp_path / "hist.png", thresholds={"decision": 0.5}))
+    _assert_png(plot_histograms(y, s, tmp_path / "hist.png", thresholds={"uncalibrated": 0.5}))
     _assert_png(plot_sweep(report, tmp_path / "sweep.png"))
     only_clean = EvalReport(report.meta, report.conditions[:1])
     _assert_png(plot_sweep(only_clean, tmp_path / "sweep0.png"))
@@ -240,3 +240,15 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         write_scores_csv(rows(), target)
     assert target.read_text() == "old content\n"
     assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
+
+
+def test_report_meta_reads_old_threshold_names_and_refuses_unknown_keys(report):
+    from mpft.errors import ConfigError
+    from mpft.evaluate.schema import ReportMeta
+
+    d = report.meta.to_dict()
+    d["thresholds"] = {"fixed": 0.5, "stored": 0.2}  # names written before mpft.decision
+    assert ReportMeta.from_dict(d).thresholds == {"uncalibrated": 0.5, "calibrated": 0.2}
+    d["threshold_names"] = ["x"]
+    with pytest.raises(ConfigError, match=r"unknown keys \['threshold_names'\]"):
+        ReportMeta.from_dict(d)

@@ -201,7 +201,7 @@ def test_shared_pool_rows_and_calibration(
     assert rows["dalle"].real_acc == rows["glide"].real_acc
     # no calibration and a stored threshold of 0.5: no second threshold
     assert rows["overall"].threshold_cal is None and rows["overall"].acc_cal is None
-    assert shared.meta.thresholds == {"fixed": 0.5}
+    assert shared.meta.thresholds == {"uncalibrated": 0.5}
 
     # --calibrate-on a plain folder of real images: the threshold comes from their scores
     expected = threshold_at_fpr([r.score for r in shared.scores if r.label == 0], 0.2)
@@ -285,11 +285,11 @@ def test_stored_threshold_is_used_without_calibration(
     eval_checkpoint: Path, ufd_tree: Path, tmp_path: Path
 ) -> None:
     ckpt = shutil.copytree(eval_checkpoint, tmp_path / "ckpt")
-    update_config(ckpt, threshold=0.3, thresholds={"default": {"value": 0.3, "how": "tuned by hand"}})
+    update_config(ckpt, threshold=0.3, thresholds={"user": {"value": 0.3, "how": "tuned by hand"}})
     report = evaluate(ckpt, [ufd_tree], out=None, n_boot=0, limit=2, device="cpu")
     overall = report.condition().rows["overall"]
     assert overall.threshold == 0.5 and overall.threshold_cal == 0.3
-    assert report.meta.thresholds == {"fixed": 0.5, "stored": 0.3}
+    assert report.meta.thresholds == {"uncalibrated": 0.5, "user": 0.3}  # set by hand: not calibrated
     assert "tuned by hand" in report.meta.calibration
 
 

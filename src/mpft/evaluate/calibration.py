@@ -1,4 +1,4 @@
-"""The decision thresholds of an evaluation: the fixed one, plus one calibrated on held-back reals or stored.
+"""The decision thresholds of an evaluation: the uncalibrated 0.5, plus the checkpoint's or one calibrated here.
 
 With ``--calibrate-on`` the threshold flags ``--target-fpr`` of those real images
 (:func:`~mpft.evaluate.thresholds.threshold_at_fpr`); without it, a checkpoint whose stored
@@ -39,7 +39,8 @@ class Calibration:
 
     #: Calibrated or stored threshold; None when only the fixed threshold is reported.
     threshold: float | None = None
-    #: Its name in ``meta.thresholds``: "calibrated" (``--calibrate-on``) or "stored" (the checkpoint's).
+    #: Its name in ``meta.thresholds`` (:mod:`mpft.decision` names): "calibrated" (``--calibrate-on``, or the
+    #: checkpoint's calibrated threshold) or "user" (a checkpoint threshold set by hand).
     key: str | None = None
     #: How it was obtained (``meta.calibration``).
     note: str | None = None
@@ -47,8 +48,8 @@ class Calibration:
     skipped: dict[str, str] = field(default_factory=dict)
 
     def thresholds(self) -> dict[str, float | None]:
-        """``meta.thresholds``: the fixed threshold, then this one when there is one."""
-        out: dict[str, float | None] = {"fixed": DEFAULT_THRESHOLD}
+        """``meta.thresholds``: the uncalibrated threshold, then this one when there is one."""
+        out: dict[str, float | None] = {"uncalibrated": DEFAULT_THRESHOLD}
         if self.threshold is not None and self.key is not None:
             out[self.key] = self.threshold
         return out
@@ -66,7 +67,7 @@ def calibrate(
     if cal_samples is None:
         if detector.threshold == DEFAULT_THRESHOLD:
             return Calibration()
-        return Calibration(detector.threshold, "stored", _stored_threshold_note(detector.config))
+        return Calibration(detector.threshold, detector.decision.source, _stored_threshold_note(detector.config))
     got = score(cal_samples, "calibrating")
     cal = Calibration(key="calibrated")
     if got is None:  # a torchrun rank other than 0: rank 0 calibrates and reports

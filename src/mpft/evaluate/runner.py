@@ -28,7 +28,6 @@ import torch
 from mpft.config import DEFAULT_THRESHOLD
 from mpft.data.dataset import ImageDataset
 from mpft.data.layouts import Sample, summarize
-from mpft.data.transforms import PreprocessPolicy
 from mpft.errors import DataError
 from mpft.evaluate.calibration import calibrate
 from mpft.evaluate.inputs import EvalInputs, gather_inputs
@@ -170,7 +169,7 @@ def _run(
         inputs.ckpt_dir, device=str(runtime.device), encoder=runtime.encoder, precision=runtime.precision,
         views=settings.views,
     )
-    policy = PreprocessPolicy.from_dict(detector.config.preprocess)
+    policy = detector.policy  # the checkpoint's resize rule at the backbone's input size
     mask_cfg = parse_mask(settings.mask, detector.config.mask)
     score_kw: dict[str, Any] = {
         "batch_size": settings.batch_size, "workers": settings.workers, "device": runtime.device,

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from mpft.decision import threshold_name
 from mpft.errors import ConfigError, DataError
 from mpft.evaluate.groups import RESERVED_ROWS
 from mpft.evaluate.metrics import MEAN_METHOD, Metrics
@@ -54,11 +55,16 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+# written by ReportMeta.to_dict for readers, recomputed on load
+_DERIVED_META_KEYS = {"n_skipped", "skipped_by_reason"}
+
+
 @dataclass
 class ReportMeta:
     """Provenance of an evaluation run.
 
-    ``thresholds`` maps a name to a threshold, e.g. ``{"decision": 0.5, "calibrated": 0.83}``;
+    ``thresholds`` maps a name (:mod:`mpft.decision`) to a threshold, e.g. ``{"uncalibrated": 0.5,
+    "calibrated": 0.83}``;
     ``calibration`` may describe how the calibrated one was obtained. Set
     ``normalize_format_condition`` to the name of the condition that re-ran the clean data with
     file formats normalised (all images re-encoded the same way); the Markdown report then compares
@@ -95,8 +101,13 @@ class ReportMeta:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ReportMeta:
         names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names - _DERIVED_META_KEYS)
+        if unknown:  # the rule of every settings block (mpft.config.from_dict): never dropped silently
+            raise ConfigError(f"report meta: unknown keys {unknown}; valid keys: {sorted(names)}")
         kw = {k: v for k, v in d.items() if k in names}
         kw["skipped"] = [SkippedFile(**s) for s in d.get("skipped", [])]
+        # reports written before mpft.decision named thresholds "fixed" and "stored"
+        kw["thresholds"] = {threshold_name(k): v for k, v in (d.get("thresholds") or {}).items()}
         return cls(**kw)
 
 

@@ -39,7 +39,7 @@ def detector_config(cfg: TrainConfig, model: DetectorModel, training: dict) -> D
         preprocess=cfg.preprocess.to_dict(),
         views=cfg.views.to_dict(),
         threshold=DEFAULT_THRESHOLD,
-        thresholds={"default": {"value": DEFAULT_THRESHOLD, "how": f"uncalibrated {DEFAULT_THRESHOLD:g}"}},
+        thresholds={"uncalibrated": {"value": DEFAULT_THRESHOLD}},
         training=training,
     )
 
