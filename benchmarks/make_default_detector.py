@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import logging
 import platform
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -43,6 +43,7 @@ from mpft.backbones import load_backbone  # noqa: E402
 from mpft.checkpoint import DetectorConfig, save_checkpoint  # noqa: E402
 from mpft.data.images import decode_image  # noqa: E402
 from mpft.data.layouts import list_images  # noqa: E402
+from mpft.data.transforms import reencode  # noqa: E402
 from mpft.detector import Detector  # noqa: E402
 from mpft.detectors import DEFAULT_DETECTOR_DIR  # noqa: E402
 from mpft.evaluate.metrics import threshold_at_fpr, wilson_interval  # noqa: E402
@@ -80,16 +81,18 @@ def items_and_split(n_imagenet: int, holdout: tuple[str, ...], seed: int, quick:
                    "test_real": np.array(sorted(test_real)), "held_gen": np.array(sorted(held_gen))}
 
 
-def jpeg95(path: str) -> bytes:
+def jpeg95(path: str) -> Image.Image:
     """The team's normalisation, the same for both classes: decoded pixels re-encoded as JPEG q95."""
-    buf = io.BytesIO()
-    decode_image(path).image.save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
+    return reencode(decode_image(path).image, "jpeg:95")
 
 
-def scores(det: Detector, paths: list[str]) -> np.ndarray:
-    preds = det.predict([jpeg95(p) for p in paths], batch_size=8)
-    return np.array([p.probability if p.ok else np.nan for p in preds], dtype=np.float64)
+def scores(det: Detector, paths: list[str], chunk: int = 32) -> np.ndarray:
+    """P(generated) through ``Detector.predict``; a chunk of decoded images in memory at a time."""
+    out: list[float] = []
+    for i in range(0, len(paths), chunk):
+        preds = det.predict([jpeg95(p) for p in paths[i : i + chunk]], batch_size=8)
+        out += [p.probability if p.ok else np.nan for p in preds]
+    return np.array(out, dtype=np.float64)
 
 
 def cpu_description() -> str:

@@ -24,6 +24,12 @@ cached on disk: the CLS token of every block and the final embedding (probes), t
 entering block ``L-K`` and per-patch texture scores (last-K / TAM / LoRA, which then train only
 the last K blocks). Masking those methods at block L-K instead of at the input is an
 approximation of MPFT's input masking, stated in docs/benchmarks.md.
+This cache is a private path to scores on purpose: each of 8 methods x 9 folds x seeds would
+otherwise run the frozen backbone over every view again. Unmasked, it computes what the library
+does: a probe on cached CLS tokens scores as ``DetectorModel(linear, feature_blocks)`` through
+``mpft.pipeline.Scorer``, a suffix on cached prefix states as the matching last-K model, and the
+stored views combine as ``mpft.views`` views do (tests/test_benchmark_scripts.py checks all three
+in fp32; the cache itself stores CLS tokens and prefix states in float16).
 
 Results: one JSON line per (method, fold, seed) in ``benchmarks/results/unseen_generators/results.jsonl``
 (``--out``), appended as each finishes; a rerun skips finished ones (resumable); the feature cache is in

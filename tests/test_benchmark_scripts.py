@@ -187,6 +187,71 @@ def test_unseen_generators_quick_holds_out_whole_families_and_resumes(tmp_path, 
     assert "rine" in ug.report(out / "results.jsonl")
 
 
+def test_unseen_generators_feature_cache_gives_the_scorers_scores():
+    """unseen_generators' feature cache (also make_default_detector's training features) scores like the
+    library: a probe on cached CLS tokens = DetectorModel(linear, feature_blocks) through the Scorer, a
+    suffix on cached prefix states = the matching last-K model, and the stored views with their
+    distinct flags combine like mpft.views' view specs (fp32; the cache stores float16)."""
+    import torch
+    from PIL import Image
+
+    from mpft.backbones import load_backbone
+    from mpft.data.transforms import PreprocessPolicy
+    from mpft.model import create_model
+    from mpft.pipeline import Scorer, view_pixels
+    from mpft.views import parse_views
+
+    ug = _load("unseen_generators")
+    enc = load_backbone("random:tiny").eval()
+    size, layers, k = enc.image_size, enc.num_layers, 2
+    rng = np.random.default_rng(0)
+    # smaller than the input (upscaled, repeated crops), exactly the input, wide, tall
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+              for w, h in ((20, 24), (32, 32), (70, 40), (33, 90))]
+    names = ug.VIEW_NAMES
+    stored = [ug.test_views(img, size, names) for img in images]
+    feats = [ug.encode(enc, views, layers - k, "fp32") for views, _ in stored]
+    distinct = np.stack([d for _, d in stored])
+    specs = {"center": "center", "whole": "whole", "grid2": "grid:2", "grid2-max": "grid:2@max",
+             "grid2+whole": "grid:2+whole", "center+whole": "center+whole"}
+
+    def check(model, view_logits):
+        for view_set, spec in specs.items():
+            fast = ug.combine(view_logits, distinct.copy(), names, view_set)
+            views = parse_views(spec)
+            pixels = [view_pixels(img, PreprocessPolicy(size=size), views) for img in images]
+            scorer = Scorer(model, combine=views.combine, batch_size=3)
+            reference = scorer.combined_logits(pixels).numpy()
+            assert np.abs(fast - reference).max() < 1e-4, view_set
+            assert np.abs(ug.sigmoid(fast) - scorer.score(pixels)).max() < 1e-5, view_set
+            assert reference.std() > 0.1  # logits that differ between images, or agreement would prove little
+
+    torch.manual_seed(0)
+    blocks = (2, 4)
+    probe = create_model(enc, {"strategy": "linear", "feature_blocks": list(blocks)})
+    torch.nn.init.normal_(probe.head.weight, std=1.0)
+    with torch.no_grad():
+        cls = torch.stack([torch.from_numpy(f["cls"][:, [b - 1 for b in blocks]]) for f in feats])
+        logits = probe.head(ug.block_features(cls.flatten(0, 1))).view(len(images), len(names))
+    check(probe, logits.numpy())
+
+    suffix = ug.Suffix(enc, layers - k, lora=False, seed=0)
+    with torch.no_grad():  # as if trained: the tuned blocks leave the backbone's weights
+        for prm in suffix.parameters():
+            prm.add_(torch.randn_like(prm) * 0.2)
+        torch.nn.init.normal_(suffix.head.weight, std=1.0)
+    last_k = create_model(enc, {"strategy": "last-k", "layers": k})
+    with torch.no_grad():
+        for i, block in enumerate(suffix.blocks):
+            last_k.encoder._layers[layers - k + i].load_state_dict(block.state_dict())
+        last_k.encoder._post_ln.load_state_dict(suffix.post_ln.state_dict())
+        last_k.encoder._projection.load_state_dict(suffix.proj.state_dict())
+        last_k.head.load_state_dict(suffix.head.state_dict())
+        prefix = torch.stack([torch.from_numpy(f["prefix"]) for f in feats])
+        logits = suffix.eval()(prefix.flatten(0, 1)).view(len(images), len(names))
+    check(last_k, logits.numpy())
+
+
 @pytest.mark.slow
 def test_make_default_detector_quick_writes_a_calibrated_checkpoint(tmp_path, data_root):
     mk = _load("make_default_detector")
