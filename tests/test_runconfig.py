@@ -51,7 +51,7 @@ def test_the_command_line_overrides_the_file(tmp_path):
 
 
 def test_unknown_keys_and_bad_files_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match=r"not options of `mpft demo`: \['bach_size'\]; valid keys: \['batch_size'"):
+    with pytest.raises(ConfigError, match=r"not options of `mpft demo`: \['bach_size'\]; valid keys: \['batch-size'"):
         _run(tmp_path, {"data": ["a"], "bach_size": 8})
     with pytest.raises(ConfigError, match="not a readable JSON"):
         _run(tmp_path, "{oops")
@@ -68,3 +68,32 @@ def test_a_bad_value_in_the_file_fails_like_on_the_command_line(tmp_path):
     with pytest.raises(_CLICK_ERRORS) as info:  # click's own usage error: exit code 2 through mpft.cli.main
         _run(tmp_path, {"data": ["a"], "batch_size": "many"})
     assert "Invalid value for '--batch-size'" in info.value.format_message() and info.value.exit_code == 2
+
+
+def test_mpft_train_and_eval_read_config_files(tmp_path, capsys):
+    """The real commands: train from a file, then eval from a file with one option overridden."""
+    from mpft.cli import main
+    from tests.training.conftest import make_genimage_tree
+
+    data = make_genimage_tree(tmp_path / "data", n_per_class=4)
+    run = tmp_path / "run"
+    (tmp_path / "train.json").write_text(json.dumps({
+        "data": [str(data)], "out": str(run), "backbone": "random:tiny", "tune": "linear", "epochs": 1,
+        "batch-size": 4, "workers": 0, "device": "cpu", "mask": "none",
+    }))
+    assert main(["train", "--config", str(tmp_path / "train.json")]) == 0
+    recorded = json.loads((run / "best" / "config.json").read_text())
+    assert recorded["tune"]["strategy"] == "linear" and recorded["mask"]["strategy"] == "none"
+
+    (tmp_path / "eval.json").write_text(json.dumps({
+        "run": str(run), "data": [str(data)], "n-boot": 0, "limit": 2, "device": "cpu", "json": True,
+        "out": str(tmp_path / "report"),
+    }))
+    capsys.readouterr()
+    assert main(["eval", "--config", str(tmp_path / "eval.json"), "--limit", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["meta"]["limit"] == 3  # the command line overrode the file's 2
+
+    (tmp_path / "bad.json").write_text(json.dumps({"run": str(run), "data": [str(data)], "epochs": 2}))
+    assert main(["eval", "--config", str(tmp_path / "bad.json")]) == 2  # train's option is not eval's
+    assert "not options of `mpft eval`: ['epochs']" in capsys.readouterr().err

@@ -45,6 +45,7 @@ for _name in ("flip", "blur_prob", "jpeg_prob", "downscale_prob"):
 _INTENDED = {
     "data": "required argument: no default in either",
     "out": "required option: no default in either",
+    "config": "--config RUN.JSON supplies other options' values (mpft.cli.runconfig): not a setting itself",
 }
 
 

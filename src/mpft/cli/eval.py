@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from mpft.cli import app
+from mpft.cli.runconfig import config_option
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,13 @@ def eval_cmd(
     sweep_n_boot: int = typer.Option(None, "--sweep-n-boot", help="Bootstrap resamples for perturbed and "
                                      "normalised conditions (default: 200, or --n-boot if smaller)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout instead of the table."),
+    config: Path | None = config_option(),
 ) -> None:
     """Evaluate a detector per generator: accuracy (real/fake), AP, AUC, TPR@FPR, with intervals.
 
     Example: mpft eval runs/x ../shared/data/genimage --perturb jpeg:95,75,50 blur:1,2,3 --out reports/x
+
+    Options may come from a JSON file: mpft eval --config eval.json (command-line options override it).
     """
     from rich.console import Console
 

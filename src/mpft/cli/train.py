@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from mpft.cli import app
+from mpft.cli.runconfig import config_option
 
 _TUNE_HELP = "linear (frozen CLIP + linear head, UnivFD), last-k, lora, full."
 
@@ -112,10 +113,14 @@ def train_cmd(
     workers: int = typer.Option(2, help="DataLoader worker processes."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
+    config: Path | None = config_option(),
 ) -> None:
     """Fine-tune a CLIP detector with Texture-Aware Masking (the paper's MPFT).
 
     Example: mpft train ../shared/data/cifake_sd14 --shots 256 --tune last-k --mask tam --epochs 2 --out runs/x
+
+    The same run from a file: mpft train --config run.json, with run.json
+    {"data": ["../shared/data/cifake_sd14"], "shots": 256, "tune": "last-k", "epochs": 2, "out": "runs/x"}.
     """
     from mpft.data.transforms import Augment, PreprocessPolicy
     from mpft.fsutil import require_writable_dir
