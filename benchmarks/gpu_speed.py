@@ -82,7 +82,7 @@ def step_seconds(spec: str, strategy: str, mask: str, batch: int, device: torch.
     g = torch.Generator().manual_seed(0)
 
     def step():
-        # masking is part of a training step's cost, as in mpft.train
+        # masking is part of a training step's cost, as in mpft.training
         pixels, keep = apply_mask(x, cfg, model.encoder.patch_size, fill=model.encoder.mean, generator=g)
         with autocast(device):
             logits = model(pixels, keep=keep)

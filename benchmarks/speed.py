@@ -527,7 +527,7 @@ def train_step_fn(spec: str, strategy: str, mask: str, batch: int, seed: int = 0
     y = torch.randint(0, 2, (batch,), generator=g).float()
 
     def step() -> float:
-        # masking is part of a training step's cost, as in mpft.train
+        # masking is part of a training step's cost, as in mpft.training
         pixels, keep = apply_mask(x, cfg, model.encoder.patch_size, fill=model.encoder.mean, generator=g)
         logits = model(pixels, keep=keep)
         loss = loss_fn(logits.float(), y)
