@@ -51,10 +51,9 @@ def timed(fn, device: torch.device, warmup: int, iters: int) -> float:
 
 
 def forward_ips(spec: str, batch: int, device: torch.device, warmup: int, iters: int) -> float:
-    from mpft.backbones import load_backbone
-    from mpft.model import DetectorModel, TuneConfig
+    from mpft.model import TuneConfig, create_model
 
-    model = DetectorModel(load_backbone(spec), TuneConfig("linear")).to(device).eval()
+    model = create_model(spec, TuneConfig("linear")).to(device).eval()
     s = model.encoder.image_size
     x = torch.randint(0, 256, (batch, 3, s, s), dtype=torch.uint8, device=device)
 
@@ -67,12 +66,11 @@ def forward_ips(spec: str, batch: int, device: torch.device, warmup: int, iters:
 
 def step_seconds(spec: str, strategy: str, mask: str, batch: int, device: torch.device, warmup: int,
                  iters: int) -> float:
-    from mpft.backbones import load_backbone
-    from mpft.model import DetectorModel, TuneConfig
+    from mpft.model import TuneConfig, create_model
     from mpft.tam import MaskConfig, apply_mask
 
     torch.manual_seed(0)
-    model = DetectorModel(load_backbone(spec), TuneConfig(strategy, layers=4)).to(device).train()
+    model = create_model(spec, TuneConfig(strategy, layers=4)).to(device).train()
     cfg = None if mask == "none" else MaskConfig(strategy="tam", ratio=0.5, apply=mask)
     optim = torch.optim.AdamW(model.parameter_groups(1e-3, 2e-5, 0.01))
     loss_fn = torch.nn.BCEWithLogitsLoss()

@@ -111,14 +111,14 @@ def build_tiny_checkpoint(directory: Path) -> Path:
     from mpft.backbones.registry import load_backbone
     from mpft.checkpoint import DetectorConfig, save_checkpoint
     from mpft.data.transforms import PreprocessPolicy
-    from mpft.model import DetectorModel, TuneConfig
+    from mpft.model import TuneConfig, create_model
     from mpft.tam import MaskConfig
 
     enc = load_backbone("random:tiny")
     tune = TuneConfig("lora")
     cfg = DetectorConfig(backbone="random:tiny", backbone_sha256=enc.weights_sha256, tune=tune.to_dict(),
                          mask=MaskConfig().to_dict(), preprocess=PreprocessPolicy(size=32).to_dict())
-    return save_checkpoint(directory, DetectorModel(enc, tune), cfg)
+    return save_checkpoint(directory, create_model(enc, tune), cfg)
 
 
 class Server:

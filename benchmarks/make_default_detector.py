@@ -47,7 +47,7 @@ from mpft.data.transforms import reencode  # noqa: E402
 from mpft.detector import Detector  # noqa: E402
 from mpft.detectors import DEFAULT_DETECTOR_DIR  # noqa: E402
 from mpft.evaluate.metrics import threshold_at_fpr, wilson_interval  # noqa: E402
-from mpft.model import DetectorModel, TuneConfig  # noqa: E402
+from mpft.model import TuneConfig, create_model  # noqa: E402
 from mpft.tam import MaskConfig  # noqa: E402
 from mpft.views import parse_views  # noqa: E402
 
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     t_train = time.perf_counter() - t_start
 
     tune = TuneConfig(strategy="linear", feature_blocks=blocks)
-    model = DetectorModel(enc, tune)
+    model = create_model(enc, tune)  # linear: the encoder is shared, not copied
     with torch.no_grad():
         model.head.weight.copy_(head.weight)
         model.head.bias.copy_(head.bias)

@@ -361,12 +361,12 @@ def build_checkpoint(spec: str, strategy: str, folder: Path, fit_images: list[Pa
     from mpft.backbones import load_backbone
     from mpft.checkpoint import DetectorConfig, save_checkpoint
     from mpft.data.transforms import PreprocessPolicy
-    from mpft.model import DetectorModel, TuneConfig
+    from mpft.model import TuneConfig, create_model
     from mpft.tam import MaskConfig
 
     enc = load_backbone(spec)
     torch.manual_seed(0)
-    model = DetectorModel(enc, TuneConfig(strategy))
+    model = create_model(enc, TuneConfig(strategy))
     policy = PreprocessPolicy(size=enc.image_size, resize=True)
     fit_head(model, fit_images, policy)
     cfg = DetectorConfig(backbone=spec, backbone_sha256=enc.weights_sha256, tune=model.tune.to_dict(),
@@ -511,12 +511,11 @@ def measure_auc(ckpt: Path, data: Path, limit: int, workers: int, precision: str
 
 def train_step_fn(spec: str, strategy: str, mask: str, batch: int, seed: int = 0) -> Callable[[], float]:
     """One optimiser step of the detector on random pixels (content does not change the cost)."""
-    from mpft.backbones import load_backbone
-    from mpft.model import DetectorModel, TuneConfig
+    from mpft.model import TuneConfig, create_model
     from mpft.tam import MaskConfig, apply_mask
 
     torch.manual_seed(seed)
-    model = DetectorModel(load_backbone(spec), TuneConfig(strategy, layers=4))
+    model = create_model(spec, TuneConfig(strategy, layers=4))
     model.train()
     cfg = None if mask == "none" else MaskConfig(strategy="tam", ratio=0.5, apply=mask)
     optim = torch.optim.AdamW(model.parameter_groups(1e-3, 2e-5, 0.01))

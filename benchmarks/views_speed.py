@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         size = (4000, 3000)
         if args.quick:
             sys.path.insert(0, str(REPO))
-            from tests.conftest import make_tiny_checkpoint
+            from tests.kit import tiny_checkpoint
 
-            model = make_tiny_checkpoint(Path(tmp) / "tiny")
+            model = tiny_checkpoint(Path(tmp) / "tiny")
             size, args.repeats = (800, 600), 2
         img = photo_12mp(Path(tmp) / "photo.jpg", size)
         rows = {}

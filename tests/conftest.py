@@ -1,4 +1,7 @@
-"""Fixtures shared by every test folder: a tiny detector checkpoint, the shared data, the real B/16."""
+"""Fixtures shared by every test folder: a tiny detector checkpoint, the shared data, the real B/16.
+
+Helpers (images, trees, bombs, checkpoints, script loader) are in tests/kit.py.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from tests.kit import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,34 +22,6 @@ def data_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared data not found at {root}")
     return root
-
-
-def make_tiny_checkpoint(path: Path, strategy: str = "lora", seed: int = 0, head_std: float = 1.0) -> Path:
-    """A random:tiny detector (32x32 input, 4x4 grid) with a seeded head, saved at ``path``.
-
-    The default head init (std 0.01) puts every probability near 0.5; ``head_std`` spreads them.
-    """
-    import torch
-
-    from mpft.backbones import load_backbone
-    from mpft.checkpoint import DetectorConfig, save_checkpoint
-    from mpft.data.transforms import PreprocessPolicy
-    from mpft.model import DetectorModel, TuneConfig
-    from mpft.tam import MaskConfig
-
-    enc = load_backbone("random:tiny")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = DetectorModel(enc, TuneConfig(strategy, layers=2))
-        torch.nn.init.normal_(model.head.weight, std=head_std)
-    cfg = DetectorConfig(
-        backbone="random:tiny",
-        backbone_sha256=enc.weights_sha256,
-        tune=model.tune.to_dict(),
-        mask=MaskConfig().to_dict(),
-        preprocess=PreprocessPolicy(size=32).to_dict(),
-    )
-    return save_checkpoint(path, model, cfg)
 
 
 @pytest.fixture(autouse=True)
@@ -59,8 +36,9 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """``kit.tiny_checkpoint`` with its defaults: random:tiny, LoRA, seed 0, head std 1 (do not modify it)."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
 @pytest.fixture(scope="session")

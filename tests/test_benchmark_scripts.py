@@ -4,28 +4,18 @@ paths give the scores of the library's one inference path (``mpft.pipeline.Score
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up by name
-    spec.loader.exec_module(mod)
-    return mod
+from tests.kit import load_script
 
 
 @pytest.mark.slow
 def test_paper_claims_quick_runs_and_resumes(tmp_path, data_root):
-    claims = _load("paper_claims")
+    claims = load_script("paper_claims")
     out = tmp_path / "claims"
     assert claims.main(["--quick", "--out", str(out)]) == 0
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
@@ -37,7 +27,7 @@ def test_paper_claims_quick_runs_and_resumes(tmp_path, data_root):
     # a rerun finds everything done and measures nothing new
     assert claims.main(["--quick", "--out", str(out)]) == 0
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
-    report = _load("claims_report")
+    report = load_script("claims_report")
     assert report.main(["--results", str(out), "--out", str(tmp_path / "doc")]) == 0
     tables = (tmp_path / "doc" / "tables.md").read_text()
     assert "linear probe (UnivFD)" in tables and "Claim (a)" in tables
@@ -47,22 +37,20 @@ def test_paper_claims_quick_runs_and_resumes(tmp_path, data_root):
 def test_paper_claims_cached_prefix_gives_the_scorers_scores(tmp_path, strategy):
     """paper_claims' one private scoring path (frozen prefix states cached once, only the tuned suffix run
     per model) gives the Scorer's probabilities for a checkpoint loaded as the script loads it."""
-    import copy
-
     import torch
 
     from mpft.backbones import load_backbone
     from mpft.checkpoint import DetectorConfig, save_checkpoint
     from mpft.data.transforms import PreprocessPolicy
     from mpft.detector import Detector
-    from mpft.model import DetectorModel, TuneConfig
+    from mpft.model import TuneConfig, create_model
     from mpft.pipeline import Scorer
     from mpft.tam import MaskConfig
 
-    claims = _load("paper_claims")
+    claims = load_script("paper_claims")
     enc = load_backbone("random:tiny")
     torch.manual_seed(0)
-    trained = DetectorModel(copy.deepcopy(enc), TuneConfig(strategy, layers=2))
+    trained = create_model(enc, TuneConfig(strategy, layers=2))
     with torch.no_grad():  # as if trained: tuned blocks move away from the shared backbone's, logits spread
         for p in trained.parameters():
             if p.requires_grad:
@@ -88,12 +76,12 @@ def test_paper_claims_cached_prefix_gives_the_scorers_scores(tmp_path, strategy)
 
 def test_paper_claims_cached_prefix_refuses_models_it_does_not_fit():
     from mpft.backbones import load_backbone
-    from mpft.model import DetectorModel, TuneConfig
+    from mpft.model import TuneConfig, create_model
 
-    claims = _load("paper_claims")
+    claims = load_script("paper_claims")
     enc = load_backbone("random:tiny")
-    assert not claims.prefix_usable(DetectorModel(enc, TuneConfig("last-k", layers=2)), enc.num_layers - 1)
-    assert not claims.prefix_usable(DetectorModel(enc, TuneConfig("linear", feature_blocks=(2, 4))), 4)
+    assert not claims.prefix_usable(create_model(enc, TuneConfig("last-k", layers=2)), enc.num_layers - 1)
+    assert not claims.prefix_usable(create_model(enc, TuneConfig("linear", feature_blocks=(2, 4))), 4)
 
 
 def _record(key, tune, mask, shots=256, seed=0, group="main", ratio=0.5, acc=0.8, recall=0.3):
@@ -109,7 +97,7 @@ def _record(key, tune, mask, shots=256, seed=0, group="main", ratio=0.5, acc=0.8
 
 
 def test_claims_report_tables_and_plots(tmp_path):
-    report = _load("claims_report")
+    report = load_script("claims_report")
     res = tmp_path / "res"
     res.mkdir()
     recs = [
@@ -132,7 +120,7 @@ def test_claims_report_tables_and_plots(tmp_path):
     assert len((tmp_path / "doc" / "results.csv").read_text().splitlines()) == len(recs) + 1
 
 
-def test_int8_variants_script_runs(tmp_path, tiny_checkpoint):
+def test_int8_variants_script_runs(tmp_path, tiny_ckpt):
     """benchmarks/int8_variants.py on the tiny detector: every variant row, fp32 exact, errors finite."""
     import numpy as np
     from PIL import Image
@@ -142,9 +130,9 @@ def test_int8_variants_script_runs(tmp_path, tiny_checkpoint):
     rng = np.random.default_rng(0)
     for i in range(6):
         Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photos / f"{i}.jpg")
-    mod = _load("int8_variants")
+    mod = load_script("int8_variants")
     out = tmp_path / "v.json"
-    assert mod.main(["--model", str(tiny_checkpoint), "--images", str(photos), "--n", "4", "--n-calib", "2",
+    assert mod.main(["--model", str(tiny_ckpt), "--images", str(photos), "--n", "4", "--n-calib", "2",
                      "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert {"fp32", "dynamic-7bit", "dynamic-8bit", "w8a8-per-token", "w8a8-smooth-0.5"} <= set(rows)
@@ -158,7 +146,7 @@ def test_int8_variants_script_runs(tmp_path, tiny_checkpoint):
 
 @pytest.mark.slow
 def test_unseen_generators_quick_holds_out_whole_families_and_resumes(tmp_path, data_root):
-    ug = _load("unseen_generators")
+    ug = load_script("unseen_generators")
     out = tmp_path / "unseen"
     args = ["--quick", "--out", str(out), "--methods", "linear", "rine", "last-k-tam0.25"]
     assert ug.main(args) == 0
@@ -201,7 +189,7 @@ def test_unseen_generators_feature_cache_gives_the_scorers_scores():
     from mpft.pipeline import Scorer, view_pixels
     from mpft.views import parse_views
 
-    ug = _load("unseen_generators")
+    ug = load_script("unseen_generators")
     enc = load_backbone("random:tiny").eval()
     size, layers, k = enc.image_size, enc.num_layers, 2
     rng = np.random.default_rng(0)
@@ -254,7 +242,7 @@ def test_unseen_generators_feature_cache_gives_the_scorers_scores():
 
 @pytest.mark.slow
 def test_make_default_detector_quick_writes_a_calibrated_checkpoint(tmp_path, data_root):
-    mk = _load("make_default_detector")
+    mk = load_script("make_default_detector")
     out = tmp_path / "det"
     assert mk.main(["--quick", "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
     from mpft.detector import Detector

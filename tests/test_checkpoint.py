@@ -10,12 +10,12 @@ from safetensors.torch import load_file, save_file
 
 from mpft.checkpoint import load_checkpoint, read_config, update_config
 from mpft.errors import CheckpointError
-from tests.conftest import make_tiny_checkpoint
+from tests.kit import tiny_checkpoint
 
 
 @pytest.fixture
 def ckpt(tmp_path):
-    return make_tiny_checkpoint(tmp_path / "ck", strategy="last-k")
+    return tiny_checkpoint(tmp_path / "ck", strategy="last-k")
 
 
 @pytest.mark.parametrize("strategy", ["last-k", "lora"])
@@ -24,12 +24,12 @@ def test_saved_checkpoint_reloads_the_in_memory_model(tmp_path, strategy):
     from mpft.backbones import load_backbone
     from mpft.checkpoint import DetectorConfig, save_checkpoint
     from mpft.data.transforms import PreprocessPolicy
-    from mpft.model import DetectorModel, TuneConfig
+    from mpft.model import TuneConfig, create_model
     from mpft.tam import MaskConfig
 
     enc = load_backbone("random:tiny")
     torch.manual_seed(1)
-    model = DetectorModel(enc, TuneConfig(strategy, layers=2))
+    model = create_model(enc, TuneConfig(strategy, layers=2))
     with torch.no_grad():  # move every trained tensor away from its initial value (LoRA B starts at zero)
         for p in model.parameters():
             if p.requires_grad:
@@ -54,7 +54,7 @@ def test_saved_checkpoint_reloads_the_in_memory_model(tmp_path, strategy):
         expected = model(x)
         torch.testing.assert_close(loaded(x), expected)
         # the comparison can fail: a fresh model of the same config scores differently
-        fresh = DetectorModel(load_backbone("random:tiny"), TuneConfig(strategy, layers=2)).eval()
+        fresh = create_model("random:tiny", TuneConfig(strategy, layers=2)).eval()
         assert not torch.allclose(fresh(x), expected)
     assert loaded_cfg.backbone == "random:tiny" and loaded_cfg.tune["strategy"] == strategy
     for key in ("mpft_version", "backbone_sha256", "mask", "preprocess", "threshold", "training"):
@@ -162,7 +162,7 @@ def test_missing_directory(tmp_path):
 def test_fp16_storage_and_update_config(tmp_path):
     from mpft.checkpoint import save_checkpoint
 
-    src = make_tiny_checkpoint(tmp_path / "a", strategy="lora")
+    src = tiny_checkpoint(tmp_path / "a", strategy="lora")
     model, cfg = load_checkpoint(src)
     save_checkpoint(tmp_path / "b", model, cfg, dtype=torch.float16)
     assert all(v.dtype == torch.float16 for v in load_file(str(tmp_path / "b" / "model.safetensors")).values())
@@ -179,7 +179,7 @@ def test_fp16_storage_and_update_config(tmp_path):
 def test_save_over_existing_checkpoint_is_atomic(tmp_path, monkeypatch):
     from mpft import checkpoint as ck
 
-    src = make_tiny_checkpoint(tmp_path / "a")
+    src = tiny_checkpoint(tmp_path / "a")
     model, cfg = load_checkpoint(src)
     before = (src / "model.safetensors").read_bytes()
 

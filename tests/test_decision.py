@@ -65,9 +65,9 @@ def test_the_shipped_detector_uses_its_calibrated_threshold():
 
 def test_detector_threshold_override_and_info(tmp_path):
     from mpft import Detector
-    from tests.conftest import make_tiny_checkpoint
+    from tests.kit import tiny_checkpoint
 
-    det = Detector.load(make_tiny_checkpoint(tmp_path / "ck", strategy="linear"))
+    det = Detector.load(tiny_checkpoint(tmp_path / "ck", strategy="linear"))
     assert det.decision.source == "uncalibrated" and det.info()["decision"]["source"] == "uncalibrated"
     det.threshold = 0.8
     assert det.decision == Decision(0.8, det.uncertain_band, "user")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import resource
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +11,13 @@ import pytest
 from PIL import Image, ImageOps, features
 
 from mpft.errors import CheckpointError, ConfigError
-from tests.conftest import make_tiny_checkpoint
-
-
-def build_tiny_checkpoint(directory: Path) -> Path:
-    """A random:tiny LoRA detector (32 px input) whose head gives clearly different probabilities."""
-    return make_tiny_checkpoint(directory, head_std=0.5)
+from tests.kit import noise_array, png_bomb, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+    """A random:tiny LoRA detector (32 px input) whose head (std 0.5) gives clearly different probabilities."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", "lora", head_std=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -34,34 +27,10 @@ def det(ckpt):
     return Detector.load(ckpt)
 
 
-def noise(w: int, h: int, seed: int = 0, channels: int = 3) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    arr = rng.integers(0, 256, size=(h, w, channels), dtype=np.uint8)
-    return arr[:, :, 0] if channels == 1 else arr
-
-
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def prob(det, item) -> float:
     (res,) = det.predict([item])
     assert res.ok, res.error
     return res.probability
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-
-def huge_png_header(w: int, h: int) -> bytes:
-    """A valid PNG signature + IHDR claiming w x h RGB pixels, with a tiny IDAT: a decompression bomb stub."""
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
-            + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b""))
 
 
 # ---- the API surface -----------------------------------------------------------------------------
@@ -81,7 +50,7 @@ def test_public_import_and_load(ckpt):
 def test_same_image_four_ways_same_probability(det, tmp_path):
     from mpft.detector import VERDICTS, Prediction
 
-    arr = noise(48, 40, seed=1)
+    arr = noise_array(48, 40, seed=1)
     path = tmp_path / "a.png"
     Image.fromarray(arr).save(path)
     items = [str(path), path, Image.fromarray(arr), path.read_bytes()]
@@ -103,7 +72,7 @@ def test_same_image_four_ways_same_probability(det, tmp_path):
 
 
 def test_single_input_and_distinct_images(det, tmp_path):
-    a, b = Image.fromarray(noise(32, 32, seed=2)), Image.fromarray(noise(32, 32, seed=3))
+    a, b = Image.fromarray(noise_array(32, 32, seed=2)), Image.fromarray(noise_array(32, 32, seed=3))
     one = det.predict(a)
     assert isinstance(one, list) and len(one) == 1
     pa, pb = prob(det, a), prob(det, b)
@@ -150,7 +119,7 @@ def test_load_bad_checkpoint_dir(tmp_path):
 # ---- bad or unusual inputs -----------------------------------------------------------------------
 def test_broken_files_get_per_item_errors(det, tmp_path):
     good = tmp_path / "good.png"
-    Image.fromarray(noise(40, 40, seed=4)).save(good)
+    Image.fromarray(noise_array(40, 40, seed=4)).save(good)
     data = good.read_bytes()
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(data[: len(data) // 2])
@@ -176,7 +145,7 @@ def test_broken_files_get_per_item_errors(det, tmp_path):
 
 def test_huge_dimensions_rejected_from_header(det, tmp_path):
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(huge_png_header(100_000, 100_000))
+    bomb.write_bytes(png_bomb(100_000, 100_000))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     (res,) = det.predict([bomb])
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
@@ -187,7 +156,7 @@ def test_huge_dimensions_rejected_from_header(det, tmp_path):
 
 def test_max_pixels_limit_is_named(det, tmp_path):
     big = tmp_path / "big.png"
-    Image.fromarray(noise(64, 64)).save(big)
+    Image.fromarray(noise_array(64, 64)).save(big)
     old = det.max_pixels
     try:
         det.max_pixels = 1000
@@ -198,7 +167,7 @@ def test_max_pixels_limit_is_named(det, tmp_path):
 
 
 def test_animated_gif_uses_first_frame(det, tmp_path):
-    frames = [Image.fromarray(noise(32, 32, seed=s)).convert("P") for s in (5, 6, 7)]
+    frames = [Image.fromarray(noise_array(32, 32, seed=s)).convert("P") for s in (5, 6, 7)]
     gif = tmp_path / "anim.gif"
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=50, loop=0)
     (res,) = det.predict([gif])
@@ -215,7 +184,7 @@ def test_animated_gif_uses_first_frame(det, tmp_path):
 def test_animated_webp_uses_first_frame(det, tmp_path):
     if not features.check("webp"):
         pytest.skip("Pillow built without WebP")
-    frames = [Image.fromarray(noise(32, 32, seed=s)) for s in (8, 9)]
+    frames = [Image.fromarray(noise_array(32, 32, seed=s)) for s in (8, 9)]
     webp = tmp_path / "anim.webp"
     try:
         frames[0].save(webp, save_all=True, append_images=frames[1:], duration=50, lossless=True)
@@ -229,13 +198,13 @@ def test_animated_webp_uses_first_frame(det, tmp_path):
 
 def test_cmyk_jpeg(det, tmp_path):
     path = tmp_path / "cmyk.jpg"
-    Image.fromarray(noise(40, 40, seed=10, channels=4), mode="CMYK").save(path, quality=95)
+    Image.fromarray(noise_array(40, 40, seed=10, channels=4), mode="CMYK").save(path, quality=95)
     (res,) = det.predict([path])
     assert res.ok and any("CMYK" in n for n in res.notes)
 
 
 def test_16bit_png_matches_8bit(det, tmp_path):
-    arr8 = noise(40, 36, seed=11, channels=1)
+    arr8 = noise_array(40, 36, seed=11, channels=1)
     path = tmp_path / "deep.png"
     # x * 257 maps 0..255 onto 0..65535 exactly, so scaling back gives the same 8-bit pixels
     Image.fromarray(arr8.astype(np.uint16) * 257).save(path)
@@ -247,7 +216,7 @@ def test_16bit_png_matches_8bit(det, tmp_path):
 
 
 def test_rgba_composited_on_white(det, tmp_path):
-    rgb = noise(32, 32, seed=12)
+    rgb = noise_array(32, 32, seed=12)
     alpha = np.full((32, 32), 128, np.uint8)
     path = tmp_path / "rgba.png"
     Image.fromarray(np.dstack([rgb, alpha]), mode="RGBA").save(path)
@@ -258,7 +227,7 @@ def test_rgba_composited_on_white(det, tmp_path):
 
 
 def test_grayscale_equals_replicated_rgb(det, tmp_path):
-    gray = noise(40, 40, seed=13, channels=1)
+    gray = noise_array(40, 40, seed=13, channels=1)
     path = tmp_path / "gray.png"
     Image.fromarray(gray, mode="L").save(path)
     (res,) = det.predict([path])
@@ -268,7 +237,7 @@ def test_grayscale_equals_replicated_rgb(det, tmp_path):
 
 def test_exif_orientation_applied(det, tmp_path):
     # non-square so that rotating changes what the centre crop sees
-    base = Image.fromarray(noise(64, 40, seed=14))
+    base = Image.fromarray(noise_array(64, 40, seed=14))
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     path = tmp_path / "rotated.jpg"
@@ -296,7 +265,7 @@ def test_shipped_default_detector_loads_and_scores(tmp_path):
     assert (DEFAULT_DETECTOR_DIR / "model.safetensors").stat().st_size < 10_000_000
     det = Detector.load()
     assert det.threshold == cfg["threshold"] and "calibrated" in cfg["thresholds"]
-    Image.fromarray(noise(300, 260)).save(tmp_path / "n.png")
+    Image.fromarray(noise_array(300, 260)).save(tmp_path / "n.png")
     (r,) = det.predict(tmp_path / "n.png")
     assert r.ok and 0.0 <= r.probability <= 1.0 and r.model_id.startswith("mpft-default-linear")
 

@@ -23,29 +23,20 @@ from mpft.explain import (
     occlusion_evidence,
     render,
 )
-from mpft.model import DetectorModel, TuneConfig
-from tests.conftest import make_tiny_checkpoint
+from mpft.model import TuneConfig, create_model
+from tests.kit import noise_array
 
 GRID = 4  # random:tiny: 32x32 input, 8 px patches
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    """A random:tiny LoRA detector whose head is large enough that token removals move the logit."""
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", head_std=1.0)
-
-
-@pytest.fixture(scope="module")
 def det(tiny_ckpt) -> Detector:
+    """The session's tiny LoRA detector (head std 1: token removals move the logit)."""
     return Detector.load(tiny_ckpt, device="cpu")
 
 
-def _noise(seed: int = 0, size: int = 32) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-
-
 def _pixels(seed: int = 0) -> torch.Tensor:
-    return torch.from_numpy(_noise(seed).transpose(2, 0, 1).copy()).unsqueeze(0)
+    return torch.from_numpy(noise_array(32, 32, seed).transpose(2, 0, 1).copy()).unsqueeze(0)
 
 
 def _png(path: Path, arr: np.ndarray) -> Path:
@@ -110,7 +101,7 @@ def test_whole_grid_group_is_rejected(det):
 def test_texture_max_on_textured_patch(det):
     arr = np.full((32, 32, 3), 128, dtype=np.uint8)
     r, c = 2, 1
-    arr[r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8] = _noise(3, 8)
+    arr[r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8] = noise_array(8, 8, 3)
     expl = explain_image(det, Image.fromarray(arr))
     assert expl.texture.shape == (GRID, GRID)
     assert np.unravel_index(np.argmax(expl.texture), expl.texture.shape) == (r, c)
@@ -120,7 +111,7 @@ def test_texture_max_on_textured_patch(det):
 
 
 def test_explanation_consistent_with_predict(det, tmp_path):
-    path = _png(tmp_path / "a.png", _noise(4))
+    path = _png(tmp_path / "a.png", noise_array(32, 32, 4))
     expl = explain_image(det, path)
     pred = det.predict(path)[0]
     assert expl.probability == pytest.approx(pred.probability, abs=1e-6)
@@ -132,7 +123,7 @@ def test_explanation_consistent_with_predict(det, tmp_path):
 
 
 def test_render_to_bytesio_is_png_of_expected_size(det):
-    expl = explain_image(det, Image.fromarray(_noise(5)), group=2)
+    expl = explain_image(det, Image.fromarray(noise_array(32, 32, 5)), group=2)
     buf = io.BytesIO()
     render(expl, buf, dpi=40)
     buf.seek(0)
@@ -143,7 +134,7 @@ def test_render_to_bytesio_is_png_of_expected_size(det):
 
 # ---- CLI ----------------------------------------------------------------------------------------
 def test_cli_writes_png_and_json(tiny_ckpt, tmp_path, capsys):
-    img = _png(tmp_path / "in.png", _noise(6))
+    img = _png(tmp_path / "in.png", noise_array(32, 32, 6))
     out = tmp_path / "sub" / "explained.png"
     rc = main(
         [
@@ -183,14 +174,14 @@ def test_cli_non_image_is_data_error(tiny_ckpt, tmp_path, capsys):
 
 
 def test_cli_missing_model_is_checkpoint_error(tmp_path, capsys):
-    img = _png(tmp_path / "in.png", _noise(7))
+    img = _png(tmp_path / "in.png", noise_array(32, 32, 7))
     rc = main(["explain", str(img), "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "x.png")])
     assert rc == 5
     assert "nope" in capsys.readouterr().err
 
 
 def test_cli_bad_method_and_nothing_to_do(tiny_ckpt, tmp_path, capsys):
-    img = _png(tmp_path / "in.png", _noise(8))
+    img = _png(tmp_path / "in.png", noise_array(32, 32, 8))
     assert main(["explain", str(img), "--model", str(tiny_ckpt), "--method", "gradcam", "--json"]) == 2
     assert main(["explain", str(img), "--model", str(tiny_ckpt)]) == 2
     assert "--out" in capsys.readouterr().err
@@ -205,7 +196,7 @@ def test_b16_grid_and_default_groups():
         enc = load_backbone("clip-vit-b16")
     except BackboneNotAvailableError as exc:
         pytest.skip(str(exc))
-    model = DetectorModel(enc, TuneConfig("linear")).eval()
+    model = create_model(enc, TuneConfig("linear")).eval()
     assert enc.grid == 14 and default_group(enc.grid) == 2
     rng = np.random.default_rng(9)
     pixels = torch.from_numpy(rng.integers(0, 256, (1, 3, 224, 224), dtype=np.uint8))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_tiny_checkpoint
+from tests.kit import tiny_checkpoint
 
 GOLDEN = Path(__file__).parent / "golden" / "random_tiny.json"
 # PNG, WebP and JPEG (with EXIF), generated and real, portrait and landscape
@@ -34,7 +34,7 @@ VIEWS = ("center", "grid:2+whole", "grid:3@max")
 def tiny_lora(tmp_path_factory):
     from mpft import Detector
 
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("golden") / "tiny", strategy="lora", seed=0), Detector
+    return tiny_checkpoint(tmp_path_factory.mktemp("golden") / "tiny", strategy="lora", seed=0), Detector
 
 
 def _probabilities(data_root: Path, ckpt: Path, detector_cls) -> dict[str, dict[str, float]]:

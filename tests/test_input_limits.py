@@ -6,29 +6,24 @@ import copy
 import io
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_detector_api import build_tiny_checkpoint
+from tests.kit import noise_image, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def det(tmp_path_factory):
     from mpft import Detector
 
-    return Detector.load(build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny"))
-
-
-def _noise(w: int, h: int, seed: int = 0) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return Detector.load(tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", "lora", head_std=0.5))
 
 
 def test_unsupported_input_gets_an_error_row_and_the_rest_are_scored(det, tmp_path):
     path = tmp_path / "a.png"
-    _noise(40, 40).save(path)
+    noise_image(40, 40).save(path)
     buf = io.BytesIO()
-    _noise(40, 40, seed=1).save(buf, format="PNG")
+    noise_image(40, 40, seed=1).save(buf, format="PNG")
     results = det.predict([path, 42, buf.getvalue(), None])
     assert len(results) == 4
     assert results[0].ok and results[2].ok
@@ -39,7 +34,7 @@ def test_unsupported_input_gets_an_error_row_and_the_rest_are_scored(det, tmp_pa
 
 def test_max_pixels_attribute_is_the_one_limit(det, tmp_path, monkeypatch):
     path = tmp_path / "big.jpg"
-    _noise(300, 200).save(path, quality=90)  # 60000 pixels
+    noise_image(300, 200).save(path, quality=90)  # 60000 pixels
     d = copy.copy(det)
     # Pillow's process-wide guard, made tiny here as a stand-in for its 89.5 / 179 MP defaults
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)
@@ -54,7 +49,7 @@ def test_over_limit_jpeg_scored_at_reduced_scale_when_the_policy_resizes(det, tm
     from mpft.data.transforms import PreprocessPolicy
 
     path = tmp_path / "photo.jpg"
-    _noise(800, 600).save(path, quality=90)  # 480000 pixels
+    noise_image(800, 600).save(path, quality=90)  # 480000 pixels
     d = copy.copy(det)
     d.max_pixels = 100_000
     (r,) = d.predict(path)

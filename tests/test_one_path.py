@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import make_tiny_checkpoint
+from tests.kit import tiny_checkpoint
 
 
 def _tree(root: Path) -> list[Path]:
@@ -31,7 +31,7 @@ def test_eval_and_predict_give_identical_scores(tmp_path, strategy, views):
     from mpft.evaluate import evaluate
 
     # head_std spreads scores so that a LoRA left unmerged in one path would show
-    ckpt = make_tiny_checkpoint(tmp_path / "ck", strategy=strategy, head_std=1.0)
+    ckpt = tiny_checkpoint(tmp_path / "ck", strategy=strategy, head_std=1.0)
     if strategy == "lora":
         import torch
         from safetensors.torch import load_file, save_file

@@ -39,7 +39,7 @@ from mpft.precision import (
     quantize_int8,
     resolve_precision,
 )
-from tests.conftest import make_tiny_checkpoint
+from tests.kit import tiny_checkpoint
 
 REL_TOL = 0.15
 PROB_TOL = 0.05  # |p_int8 - p_fp32| with the tiny head (std 0.5-1 logits): ~0.02 measured
@@ -61,7 +61,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def lora_ckpt(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("q") / "lora"
-    make_tiny_checkpoint(path, strategy="lora")
+    tiny_checkpoint(path, strategy="lora")
     # store non-zero adapters in the checkpoint itself, so loading exercises the merge
     model, cfg = load_checkpoint(path)
     _randomize_lora(model)
@@ -123,7 +123,7 @@ def test_precision_int8_lora_close_to_fp32(lora_model, pixels):
 @torch.inference_mode()
 def test_precision_int8_other_strategies_and_shared_modules(tmp_path, pixels):
     for strategy in ("linear", "last-k", "full"):
-        model, _ = load_checkpoint(make_tiny_checkpoint(tmp_path / strategy, strategy=strategy))
+        model, _ = load_checkpoint(tiny_checkpoint(tmp_path / strategy, strategy=strategy))
         ref = model(pixels)
         q = quantize_int8(model)
         enc = q.encoder
@@ -188,7 +188,7 @@ def test_detector_load_int8_leaves_shared_encoder_alone(tmp_path):
     from mpft.backbones import load_backbone
     from mpft.detector import Detector
 
-    ckpt = make_tiny_checkpoint(tmp_path / "lin", strategy="linear")
+    ckpt = tiny_checkpoint(tmp_path / "lin", strategy="linear")
     enc = load_backbone("random:tiny")
     det = Detector.load(ckpt, encoder=enc, precision="int8")
     assert det.precision == "int8"

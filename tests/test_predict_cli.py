@@ -11,13 +11,12 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from mpft.cli import main
 from mpft.predict_io import COLUMNS, expand_inputs, read_path_list
-from tests.test_detector_api import build_tiny_checkpoint
+from tests.kit import tiny_checkpoint, write_image
 
 TABLE_ROW = re.compile(
     r"^(?P<path>\S+)\s+(?P<probability>[\d.]+|-)\s+(?P<verdict>\w+)\s+(?P<threshold>\S+)\s+(?P<model_id>\S+)"
@@ -27,7 +26,8 @@ TABLE_ROW = re.compile(
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+    """A random:tiny LoRA detector whose head (std 0.5) gives clearly different probabilities."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", "lora", head_std=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -57,25 +57,18 @@ def _reuse_detector(request, monkeypatch):
     monkeypatch.setattr(Detector, "load", staticmethod(load))
 
 
-def write_png(path: Path, seed: int = 0, size: tuple[int, int] = (32, 32)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path, format="PNG")
-    return path
-
-
 @pytest.fixture
 def tree(tmp_path) -> Path:
     """photos/a.png, photos/b.png, photos/sub/deep.txt (PNG bytes), photos/bad.jpg (text),
     photos/readme.txt (text, not an image), photos/.hidden/h.png (skipped)."""
     root = tmp_path / "photos"
-    write_png(root / "a.png", 1)
-    write_png(root / "b.png", 2)
+    write_image(root / "a.png", 32, 32, 1)
+    write_image(root / "b.png", 32, 32, 2)
     (root / "sub").mkdir()
-    (root / "sub" / "deep.txt").write_bytes(write_png(tmp_path / "deep.png", 3).read_bytes())
+    (root / "sub" / "deep.txt").write_bytes(write_image(tmp_path / "deep.png", 32, 32, 3).read_bytes())
     (root / "bad.jpg").write_text("this is not a jpeg")
     (root / "readme.txt").write_text("just notes")
-    write_png(root / ".hidden" / "h.png", 4)
+    write_image(root / ".hidden" / "h.png", 32, 32, 4)
     return root
 
 
@@ -196,8 +189,8 @@ def test_glob_explicit_files_and_no_match(capsys, ckpt, tree):
 
 
 def test_literal_name_with_glob_characters(tmp_path):
-    odd = write_png(tmp_path / "shot [1].png", 5)
-    write_png(tmp_path / "shot 1.png", 6)
+    odd = write_image(tmp_path / "shot [1].png", 32, 32, 5)
+    write_image(tmp_path / "shot 1.png", 32, 32, 6)
     assert expand_inputs([str(odd)]) == [odd]
 
 
@@ -300,7 +293,7 @@ def test_rows_on_disk_before_run_ends(capsys, ckpt, tmp_path, monkeypatch, fmt):
     from mpft.pipeline import Scorer
 
     for i in range(5):
-        write_png(tmp_path / "in" / f"{i}.png", i)
+        write_image(tmp_path / "in" / f"{i}.png", 32, 32, i)
     out_file = tmp_path / f"out.{fmt}"
     seen_on_disk: list[int] = []
     real_score = Scorer.score
@@ -332,7 +325,7 @@ def test_interrupted_json_keeps_finished_rows(capsys, ckpt, tmp_path, monkeypatc
     from mpft.pipeline import Scorer
 
     for i in range(4):
-        write_png(tmp_path / "in" / f"{i}.png", i)
+        write_image(tmp_path / "in" / f"{i}.png", 32, 32, i)
     real_score = Scorer.score
     calls = {"n": 0}
 
@@ -353,7 +346,7 @@ def test_interrupted_json_keeps_finished_rows(capsys, ckpt, tmp_path, monkeypatc
 @pytest.mark.parametrize("n, tty, shown", [(12, True, True), (12, False, False), (3, True, False)])
 def test_progress_bar_only_for_many_images_on_a_tty(capsys, ckpt, tmp_path, monkeypatch, n, tty, shown):
     for i in range(n):
-        write_png(tmp_path / "in" / f"{i}.png", i)
+        write_image(tmp_path / "in" / f"{i}.png", 32, 32, i)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: tty, raising=False)
     code, out, err = run(capsys, tmp_path / "in", "--model", ckpt, "-f", "jsonl", "-b", "4")
     assert code == 0 and len(jsonl_rows(out)) == n
@@ -365,7 +358,7 @@ def test_fifo_in_folder_gets_a_row_or_a_counted_skip(capsys, ckpt, tmp_path, cap
     from tests.fifo_guard import fifo_watchdog, make_fifo
 
     root = tmp_path / "in"
-    write_png(root / "a.png", 1)
+    write_image(root / "a.png", 32, 32, 1)
     fifos = [make_fifo(root / "pipe.jpg"), make_fifo(root / "sub" / "pipe")]
     with fifo_watchdog(*fifos) as guard:
         code, out, err = run(capsys, root, "--model", ckpt, "-f", "jsonl")
@@ -379,9 +372,9 @@ def test_fifo_in_folder_gets_a_row_or_a_counted_skip(capsys, ckpt, tmp_path, cap
 
 
 def test_symlink_loops_are_error_rows(capsys, ckpt, tmp_path):
-    write_png(tmp_path / "outside.png", 5)  # beside the folder: `up -> ..` must not reach it
+    write_image(tmp_path / "outside.png", 32, 32, 5)  # beside the folder: `up -> ..` must not reach it
     root = tmp_path / "in"
-    write_png(root / "ok.png", 1)
+    write_image(root / "ok.png", 32, 32, 1)
     (root / "a").symlink_to("b.jpg")
     (root / "b.jpg").symlink_to("a")
     (root / "up").symlink_to("..")
@@ -400,7 +393,7 @@ def test_symlink_loops_are_error_rows(capsys, ckpt, tmp_path):
 # ---- --max-pixels (issue 13, item 7) ----------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the 32x32 crop, under the tiny limit
 def test_max_pixels_option(capsys, ckpt, tmp_path, monkeypatch):
-    img = write_png(tmp_path / "img.png", 1, size=(50, 40))  # 2000 pixels
+    img = write_image(tmp_path / "img.png", 50, 40, 1)  # 2000 pixels
     code, out, _ = run(capsys, img, "--model", ckpt, "-f", "jsonl", "--max-pixels", "1999")
     (row,) = jsonl_rows(out)
     assert code == 1 and "max_pixels=1999" in row["error"]

@@ -186,7 +186,7 @@ def _fill(folder: Path, fake: bool, n: int, seed: int) -> None:
         _image(folder / f"img {i}.{'png' if fake else 'JPEG'}", fake, seed * 100 + i)
 
 
-def make_genimage(root: Path) -> Path:
+def genimage_as_downloaded(root: Path) -> Path:
     """GenImage's nested download layout, three generators, 2+2 train and 1+1 val images each."""
     for g, (model, gen) in enumerate(GENIMAGE_GENERATORS.items()):
         for s, (split, n) in enumerate((("train", 2), ("val", 1))):
@@ -195,7 +195,7 @@ def make_genimage(root: Path) -> Path:
     return root
 
 
-def make_ufd(root: Path) -> Path:
+def ufd_as_downloaded(root: Path) -> Path:
     """UFD as downloaded: ProGAN train/val with object classes, two CNNDetection test sets
     (progan with classes, biggan without) and two diffusion sets with shared real pools."""
     seed = 0
@@ -222,8 +222,8 @@ class DocRunner:
 
     def __init__(self, tmp: Path, backbone: str) -> None:
         self.env = {
-            "GENIMAGE": str(make_genimage(tmp / "GenImage")),
-            "UFD": str(make_ufd(tmp / "UFD")),
+            "GENIMAGE": str(genimage_as_downloaded(tmp / "GenImage")),
+            "UFD": str(ufd_as_downloaded(tmp / "UFD")),
             "OUT": str(tmp / "runs"),
         }
         self.backbone = backbone
@@ -471,11 +471,10 @@ def test_ufd_prepare_train_eval_and_print(tiny: DocRunner) -> None:
 
 
 def test_cnndetection_train_class_is_not_a_split(tmp_path: Path) -> None:
-    from mpft.data.layouts import discover
+    from mpft.data.layouts import discover, has_splits
     from mpft.evaluate.inputs import eval_split
-    from mpft.data.layouts import has_splits
 
-    ufd = make_ufd(tmp_path / "UFD")
+    ufd = ufd_as_downloaded(tmp_path / "UFD")
     assert not has_splits(ufd / "progan_train")
     samples = discover(ufd / "progan_train", layout="ufd")
     assert {s.generator for s in samples} == set(UFD_CLASSES)

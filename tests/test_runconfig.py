@@ -73,9 +73,9 @@ def test_a_bad_value_in_the_file_fails_like_on_the_command_line(tmp_path):
 def test_mpft_train_and_eval_read_config_files(tmp_path, capsys):
     """The real commands: train from a file, then eval from a file with one option overridden."""
     from mpft.cli import main
-    from tests.training.conftest import make_genimage_tree
+    from tests.kit import genimage_tree
 
-    data = make_genimage_tree(tmp_path / "data", n_per_class=4)
+    data = genimage_tree(tmp_path / "data", n_per_class=4)
     run = tmp_path / "run"
     (tmp_path / "train.json").write_text(json.dumps({
         "data": [str(data)], "out": str(run), "backbone": "random:tiny", "tune": "linear", "epochs": 1,

@@ -1,39 +1,24 @@
-"""benchmarks/speed.py in --quick mode: every section runs, the JSON has its keys, reruns resume."""
+"""benchmarks/speed.py in --quick mode: every section runs, the JSON has its keys, reruns resume.
+
+The script runs are marked slow (subprocesses that import torch, ~60 s on 2 cores); the quick loop
+keeps the in-process FLOP-count test.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+
+from tests.kit import fill_folder, load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "speed.py"
-
-
-def _load_script():
-    name = "mpft_speed_bench"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, SCRIPT)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod  # dataclasses look their module up while the file executes
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-def _images(folder: Path, n: int, size: tuple[int, int]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(n + size[0])
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
-    return folder
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -52,8 +37,8 @@ def _measured(stdout: str) -> int:
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("speed")
-    nature = _images(tmp / "nature", 6, (64, 48))
-    cifake = _images(tmp / "cifake", 6, (32, 32))
+    nature = fill_folder(tmp / "nature", 6, seed=1, w=64, h=48, name="{i}.jpg", fmt="JPEG")
+    cifake = fill_folder(tmp / "cifake", 6, seed=2, w=32, h=32, name="{i}.jpg", fmt="JPEG")
     out = tmp / "speed.json"
     args = ("--json", str(out), "--images", str(nature), "--cifake", str(cifake))
     r = _run(*args)
@@ -69,6 +54,7 @@ EXPECTED_PREFIXES = (
 )
 
 
+@pytest.mark.slow
 def test_json_has_every_section_and_target(first_run):
     out, _, stdout = first_run
     data = json.loads(out.read_text())
@@ -91,7 +77,7 @@ def test_json_has_every_section_and_target(first_run):
     assert results["paths/no_grad"]["max_abs_diff"] < 1e-6  # same computation, same numbers
 
     targets = data["targets"]
-    mod = _load_script()
+    mod = load_script("speed")
     for tid in mod.TARGETS:
         assert targets[tid]["status"] in ("PASS", "FAIL", "SKIP"), tid
         assert "not a result" in targets[tid]["note"]
@@ -102,6 +88,7 @@ def test_json_has_every_section_and_target(first_run):
         assert re.search(rf"(PASS|FAIL|SKIP)\s+{tid}\b", stdout), tid
 
 
+@pytest.mark.slow
 def test_rerun_resumes_only_what_is_missing(first_run):
     out, args, _ = first_run
     data = json.loads(out.read_text())
@@ -121,6 +108,7 @@ def test_rerun_resumes_only_what_is_missing(first_run):
     }
 
 
+@pytest.mark.slow
 def test_force_measures_again(first_run):
     out, args, _ = first_run
     r = _run(*args, "--only", "roofline", "--force")
@@ -133,7 +121,7 @@ def test_vit_flops_formula_matches_counted_flops():
 
     from mpft.backbones import load_backbone
 
-    mod = _load_script()
+    mod = load_script("speed")
     enc = load_backbone("random:tiny")
     # eager attention: torch's counter does not see the CPU SDPA kernel, but counts its two bmm
     enc.model.set_attn_implementation("eager")
@@ -147,6 +135,7 @@ def test_vit_flops_formula_matches_counted_flops():
     assert b16["total"] / 1e9 == pytest.approx(35.1, abs=0.1)  # ViT-B/16: the usual 17.6 GMACs
 
 
+@pytest.mark.slow
 def test_gpu_script_quick_runs_on_cpu(tmp_path):
     """benchmarks/gpu_speed.py --quick: the script a GPU session would run works end to end (CPU smoke)."""
     out = tmp_path / "gpu.json"

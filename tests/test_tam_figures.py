@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tam_figures.py"
+from tests.kit import load_script
 
 
 @pytest.fixture(scope="module")
 def tam_figures():
-    spec = importlib.util.spec_from_file_location("tam_figures", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tam_figures")
 
 
 def half_textured(seed: int, size: int = 48) -> Image.Image:

@@ -124,7 +124,7 @@ def test_preprocessor_gives_views_and_errors(tmp_path):
         pre(tmp_path / "bad.png")
 
 
-def test_detector_views_option_and_checkpoint_setting(tiny_checkpoint, tmp_path):
+def test_detector_views_option_and_checkpoint_setting(tiny_ckpt, tmp_path):
     """predict with views scores every view; the checkpoint's setting is the default; --views overrides it."""
     import json
 
@@ -132,9 +132,9 @@ def test_detector_views_option_and_checkpoint_setting(tiny_checkpoint, tmp_path)
 
     img = tmp_path / "big.png"
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (90, 130, 3), dtype=np.uint8)).save(img)
-    det1 = Detector.load(tiny_checkpoint)
+    det1 = Detector.load(tiny_ckpt)
     assert det1.views == ViewConfig()
-    det4 = Detector.load(tiny_checkpoint, views="grid:2@max")
+    det4 = Detector.load(tiny_ckpt, views="grid:2@max")
     _, views = det4.prepare(img)
     assert views.shape[0] == 4
     with torch.inference_mode():
@@ -144,7 +144,7 @@ def test_detector_views_option_and_checkpoint_setting(tiny_checkpoint, tmp_path)
     ck = tmp_path / "ck"
     import shutil
 
-    shutil.copytree(tiny_checkpoint, ck)
+    shutil.copytree(tiny_ckpt, ck)
     cfg = json.loads((ck / "config.json").read_text())
     cfg["views"] = parse_views("grid:2@max").to_dict()
     (ck / "config.json").write_text(json.dumps(cfg))
@@ -154,13 +154,13 @@ def test_detector_views_option_and_checkpoint_setting(tiny_checkpoint, tmp_path)
     assert det.info()["views"] == "grid:2@max"
 
 
-def test_explain_reports_the_view_that_drove_the_score(tiny_checkpoint, tmp_path):
+def test_explain_reports_the_view_that_drove_the_score(tiny_ckpt, tmp_path):
     from mpft.detector import Detector
     from mpft.explain import explain_image
 
     img = tmp_path / "big.png"
     Image.fromarray(np.random.default_rng(4).integers(0, 256, (70, 110, 3), dtype=np.uint8)).save(img)
-    det = Detector.load(tiny_checkpoint, views="grid:2+whole")
+    det = Detector.load(tiny_ckpt, views="grid:2+whole")
     ex = explain_image(det, img)
     assert len(ex.view_logits) == 5
     assert ex.view_index == int(np.argmax(ex.view_logits))

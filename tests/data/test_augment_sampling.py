@@ -10,20 +10,15 @@ from mpft.data.dataset import BalancedSampler, ImageDataset, balance_weights
 from mpft.data.layouts import Sample
 from mpft.data.transforms import Augment, PreprocessPolicy, prepare
 from mpft.errors import ConfigError
+from tests.kit import write_image
 
 AUG = Augment(downscale_prob=1.0, downscale_range=(0.3, 0.6), blur_prob=0.5, blur_sigma=(0.0, 1.0), jpeg_prob=1.0,
               jpeg_quality=(60, 90))
 
 
-def _img(tmp_path, name="a.png", size=(200, 160), seed=0):
-    p = tmp_path / name
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(p)
-    return p
-
-
 def test_both_classes_get_identical_augmentation(tmp_path):
     """The same image as 'real' and as 'generated' gives the same pixels: no step reads the label."""
-    p = _img(tmp_path)
+    p = write_image(tmp_path / "a.png", 200, 160)
     samples = [Sample(p, 0, "x"), Sample(p, 1, "y")]
     ds = ImageDataset(samples, PreprocessPolicy(size=64), train=True, augment=AUG, seed=3)
     # the randomness is keyed by (seed, epoch, index): give both items the same index to compare
@@ -82,7 +77,7 @@ def test_balance_weights_give_each_group_an_equal_share_of_its_class():
 
 
 def test_balanced_sampler_is_deterministic_shards_across_ranks_and_repeats_get_fresh_randomness(tmp_path):
-    samples = [Sample(_img(tmp_path, f"{i}.png", (80, 80), i), i % 2, "g") for i in range(6)]
+    samples = [Sample(write_image(tmp_path / f"{i}.png", 80, 80, i), i % 2, "g") for i in range(6)]
     ds = ImageDataset(samples, PreprocessPolicy(size=32), train=True, augment=AUG, seed=0)
     w = np.array([0.7, 0.06, 0.06, 0.06, 0.06, 0.06])
     one = BalancedSampler(ds, w, seed=5, num_samples=40)

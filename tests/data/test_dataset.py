@@ -12,7 +12,7 @@ from mpft.data.dataset import Batch, ImageDataset, collate, make_loader
 from mpft.data.layouts import FAKE, REAL, Sample
 from mpft.data.transforms import Augment, Perturbation, PreprocessPolicy
 from mpft.errors import ConfigError
-from tests.data.conftest import write_image
+from tests.kit import write_image
 
 SIZE = 16
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +13,7 @@ from PIL import Image, ImageFile
 from mpft.data.images import DecodedImage, decode_image
 from mpft.data.sniff import is_image_file, sniff_image_type
 from mpft.errors import DataError, ImageDecodeError
-from tests.data.conftest import noise_image
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png_header_only(w: int, h: int) -> bytes:
-    """A PNG that claims w x h RGB pixels but holds no pixel data."""
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IEND", b"")
+from tests.kit import noise_image, png_bomb
 
 
 def _rgb(decoded: DecodedImage) -> np.ndarray:
@@ -87,13 +75,13 @@ def test_header_over_max_pixels_rejected_before_loading() -> None:
     # 9000 x 9000 = 81 MP: below Pillow's own guard (~89 MP), above our 64 MP default.
     # The header holds no pixel data, so a "too large" reason proves the check ran before load.
     with pytest.raises(ImageDecodeError, match="too large"):
-        decode_image(_png_header_only(9000, 9000))
+        decode_image(png_bomb(9000, 9000, pixel_data=False))
 
 
 def test_huge_header_rejected_by_max_pixels_not_pillow() -> None:
     # 1.6 GP: over Pillow's own error limit (179 MP); the reason names mpft's limit and how to raise it
     with pytest.raises(ImageDecodeError, match=r"max_pixels=64000000.*--max-pixels"):
-        decode_image(_png_header_only(40000, 40000))
+        decode_image(png_bomb(40000, 40000, pixel_data=False))
 
 
 def _jpeg_bytes(w: int, h: int, quality: int = 90) -> bytes:
@@ -171,7 +159,7 @@ def test_max_pixels_argument(tmp_path: Path) -> None:
 
 def test_zero_size_image() -> None:
     with pytest.raises(ImageDecodeError):
-        decode_image(_png_header_only(0, 10))
+        decode_image(png_bomb(0, 10, pixel_data=False))
 
 
 # --- odd but valid files -------------------------------------------------------------------
@@ -335,7 +323,7 @@ def test_probe_image_applies_the_decode_size_rule_without_decoding(tmp_path: Pat
     assert probe_image(data, max_pixels=1_000_000, draft_min_side=300) == (500, 375)
     assert decode_image(data, max_pixels=1_000_000, draft_min_side=300).image.size == (500, 375)
     with pytest.raises(ImageDecodeError, match="max_pixels=64000000"):
-        probe_image(_png_header_only(40000, 40000))
+        probe_image(png_bomb(40000, 40000, pixel_data=False))
     path = tmp_path / "a.jpg"
     path.write_bytes(data)
     assert probe_image(path) == (2000, 1500)

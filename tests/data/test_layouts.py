@@ -18,7 +18,7 @@ from mpft.data.layouts import (
 from mpft.data.samples import FAKE, REAL, Sample, balanced_subset, limit_per_class, require_both_classes, summarize
 from mpft.data.scan import list_images, scan_folder
 from mpft.errors import ConfigError, DataError
-from tests.data.conftest import write_image
+from tests.kit import write_image
 
 ODD_NAMES = ["1000 (6).jpg", "a.b.c.png", "plain.png"]
 
@@ -281,8 +281,8 @@ def test_limit_per_class() -> None:
     assert lim != limit_per_class(samples, 5, seed=2)
 
 
-def test_cifake_shared_data(shared_data: Path) -> None:
-    root = shared_data / "cifake_sd14"
+def test_cifake_shared_data(data_root: Path) -> None:
+    root = data_root / "cifake_sd14"
     if not root.is_dir():
         pytest.skip("cifake_sd14 not in shared data")
     samples = discover(root, split="train")

@@ -15,8 +15,8 @@ from mpft.data.layouts import discover
 from mpft.data.scan import list_images
 from mpft.data.sniff import is_image_file
 from mpft.errors import ImageDecodeError
-from tests.data.conftest import write_image
 from tests.fifo_guard import fifo_watchdog, make_fifo
+from tests.kit import write_image
 
 
 def scan_folder(folder: Path):

@@ -17,7 +17,7 @@ from mpft.data.transforms import (
     to_tensor,
 )
 from mpft.errors import ConfigError
-from tests.data.conftest import noise_image
+from tests.kit import noise_image
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

@@ -56,10 +56,10 @@ def test_eval_json_table_and_unquoted_perturb(
 
 
 def test_eval_skipped_files_warn_but_succeed(
-    eval_checkpoint: Path, genimage_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    eval_checkpoint: Path, eval_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "rep"
-    rc = main(["eval", str(eval_checkpoint), str(genimage_tree), "--out", str(out), "--limit", "7",
+    rc = main(["eval", str(eval_checkpoint), str(eval_tree), "--out", str(out), "--limit", "7",
                "--n-boot", "0", "--device", "cpu"])
     assert rc == 0
     assert "1 files skipped" in capsys.readouterr().err

@@ -24,13 +24,13 @@ def _conditions(path: Path) -> list[dict]:
 
 
 def test_torchrun_two_processes_match_single_process(
-    eval_checkpoint: Path, genimage_tree: Path, tmp_path: Path
+    eval_checkpoint: Path, eval_tree: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "mpft", "eval", str(eval_checkpoint), str(genimage_tree), "--out", str(out),
+        "-m", "mpft", "eval", str(eval_checkpoint), str(eval_tree), "--out", str(out),
         "--perturb", "jpeg:75", "--n-boot", "50", "--device", "cpu", "--batch-size", "4",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path)
@@ -42,7 +42,7 @@ def test_torchrun_two_processes_match_single_process(
     )
 
     single = tmp_path / "single"
-    evaluate(eval_checkpoint, [genimage_tree], out=single, perturb=["jpeg:75"], n_boot=50, device="cpu")
+    evaluate(eval_checkpoint, [eval_tree], out=single, perturb=["jpeg:75"], n_boot=50, device="cpu")
     ddp_conds, single_conds = _conditions(out / "metrics.json"), _conditions(single / "metrics.json")
     assert [c["name"] for c in ddp_conds] == ["clean", "jpeg:75"]
     # Batches differ between 1 and 2 processes, so scores may differ in the last float bits;

@@ -15,10 +15,10 @@ from mpft.evaluate import EvalReport, evaluate
 from mpft.evaluate.console import console_table
 from mpft.evaluate.markdown import render_markdown
 from mpft.evaluate.runner import EvalInterrupted
-from tests.evaluate.conftest import write_png
 from tests.evaluate.test_runner import read_scores
+from tests.kit import write_image
 
-N_GOOD = 24  # genimage_tree: 2 generators x 6 real + 6 generated in val/, plus one corrupt file
+N_GOOD = 24  # eval_tree: 2 generators x 6 real + 6 generated in val/, plus one corrupt file
 
 
 def _interrupt_on_call(monkeypatch: pytest.MonkeyPatch, n: int) -> list[int]:
@@ -39,12 +39,12 @@ def _interrupt_on_call(monkeypatch: pytest.MonkeyPatch, n: int) -> list[int]:
 
 
 def test_ctrl_c_writes_what_was_scored_marked_partial(
-    eval_checkpoint: Path, genimage_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    eval_checkpoint: Path, eval_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _interrupt_on_call(monkeypatch, 3)  # two batches of 4 scored, Ctrl-C in the third
     out = tmp_path / "out"
     with pytest.raises(EvalInterrupted) as info:
-        evaluate(eval_checkpoint, [genimage_tree], out=out, batch_size=4, n_boot=20, device="cpu")
+        evaluate(eval_checkpoint, [eval_tree], out=out, batch_size=4, n_boot=20, device="cpu")
     assert isinstance(info.value, KeyboardInterrupt)  # so the CLI still exits 130
     assert calls == [4, 4, 4]
     doc = json.loads((out / "metrics.json").read_text())
@@ -61,13 +61,13 @@ def test_ctrl_c_writes_what_was_scored_marked_partial(
 
 
 def test_ctrl_c_in_a_later_condition_keeps_the_finished_ones(
-    eval_checkpoint: Path, genimage_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    eval_checkpoint: Path, eval_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 25 images in batches of 4 = 7 calls for clean; Ctrl-C in the second batch of jpeg:75
     _interrupt_on_call(monkeypatch, 9)
     out = tmp_path / "out"
     with pytest.raises(EvalInterrupted):
-        evaluate(eval_checkpoint, [genimage_tree], out=out, batch_size=4, n_boot=20, perturb=["jpeg:75,50"],
+        evaluate(eval_checkpoint, [eval_tree], out=out, batch_size=4, n_boot=20, perturb=["jpeg:75,50"],
                  device="cpu")
     doc = json.loads((out / "metrics.json").read_text())
     names = [c["name"] for c in doc["conditions"]]
@@ -81,22 +81,22 @@ def test_ctrl_c_in_a_later_condition_keeps_the_finished_ones(
 
 
 def test_ctrl_c_before_any_score_writes_nothing(
-    eval_checkpoint: Path, genimage_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    eval_checkpoint: Path, eval_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _interrupt_on_call(monkeypatch, 1)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt) as info:
-        evaluate(eval_checkpoint, [genimage_tree], out=out, batch_size=4, n_boot=0, device="cpu")
+        evaluate(eval_checkpoint, [eval_tree], out=out, batch_size=4, n_boot=0, device="cpu")
     assert not isinstance(info.value, EvalInterrupted)
     assert not (out / "metrics.json").exists()
 
 
 def test_cli_ctrl_c_exits_130_with_partial_files(
-    eval_checkpoint: Path, genimage_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    eval_checkpoint: Path, eval_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     _interrupt_on_call(monkeypatch, 2)
     out = tmp_path / "out"
-    code = main(["eval", str(eval_checkpoint), str(genimage_tree), "--out", str(out), "--batch-size", "4",
+    code = main(["eval", str(eval_checkpoint), str(eval_tree), "--out", str(out), "--batch-size", "4",
                  "--n-boot", "0", "--device", "cpu"])
     assert code == 130
     assert "interrupted" in capsys.readouterr().err
@@ -104,12 +104,12 @@ def test_cli_ctrl_c_exits_130_with_partial_files(
 
 
 def test_chunked_scoring_gives_the_scores_of_one_pass(
-    eval_checkpoint: Path, genimage_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    eval_checkpoint: Path, eval_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # chunks are whole batches: the same batches as one pass, so the same float bits
-    one = evaluate(eval_checkpoint, [genimage_tree], out=None, batch_size=4, n_boot=0, device="cpu")
+    one = evaluate(eval_checkpoint, [eval_tree], out=None, batch_size=4, n_boot=0, device="cpu")
     monkeypatch.setattr(scoring, "CHUNK_SECONDS", 1e-9)
-    chunked = evaluate(eval_checkpoint, [genimage_tree], out=None, batch_size=4, n_boot=0, device="cpu")
+    chunked = evaluate(eval_checkpoint, [eval_tree], out=None, batch_size=4, n_boot=0, device="cpu")
     assert [(r.path, r.score) for r in one.scores] == [(r.path, r.score) for r in chunked.scores]
 
 
@@ -119,10 +119,10 @@ def test_chunked_scoring_gives_the_scores_of_one_pass(
 
 
 def test_log_counts_images_scored_not_images_found(
-    eval_checkpoint: Path, genimage_tree: Path, caplog: pytest.LogCaptureFixture
+    eval_checkpoint: Path, eval_tree: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="mpft.evaluate.runner"):
-        report = evaluate(eval_checkpoint, [genimage_tree], out=None, n_boot=0, perturb=["blur:1"], device="cpu")
+        report = evaluate(eval_checkpoint, [eval_tree], out=None, n_boot=0, perturb=["blur:1"], device="cpu")
     # 25 found, 24 decoded, per condition: the old log said "scored 50 images"
     assert "scored 48 of 50 images (2 could not be read)" in caplog.text
     assert report.meta.extra["n_scored"] == {"clean": 24, "blur:1": 24}
@@ -131,12 +131,12 @@ def test_log_counts_images_scored_not_images_found(
 
 
 def test_empty_and_non_image_files_named_like_images_are_skipped_not_lost(
-    eval_checkpoint: Path, genimage_tree: Path
+    eval_checkpoint: Path, eval_tree: Path
 ) -> None:
-    folder = genimage_tree / "sdv14" / "val" / "ai"
+    folder = eval_tree / "sdv14" / "val" / "ai"
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "notes.jpg").write_text("not an image\n")
-    report = evaluate(eval_checkpoint, [genimage_tree], out=None, n_boot=0, device="cpu")
+    report = evaluate(eval_checkpoint, [eval_tree], out=None, n_boot=0, device="cpu")
     found = report.meta.extra["counts"]["total"]
     assert found == N_GOOD + 3
     assert report.meta.extra["n_scored"]["clean"] + len(report.meta.skipped) == found
@@ -154,8 +154,8 @@ def test_generator_name_with_newline_stays_on_one_row(eval_checkpoint: Path, tmp
     real = tmp_path / "pool" / "real"
     fake = tmp_path / "pool" / "dall\ne"
     for i in range(3):
-        write_png(real / f"r{i}.png", i, smooth=True)
-        write_png(fake / f"f{i}.png", 10 + i)
+        write_image(real / f"r{i}.png", seed=i, smooth=True)
+        write_image(fake / f"f{i}.png", seed=10 + i)
     report = evaluate(eval_checkpoint, [fake], real=real, out=tmp_path / "out", n_boot=0, device="cpu")
     assert display_name("dall\ne") == "dall\\ne"
     md = render_markdown(report)

@@ -23,7 +23,8 @@ from mpft.evaluate import (
     threshold_at_fpr,
 )
 from mpft.evaluate.metrics import Metrics
-from tests.evaluate.conftest import flat, write_png
+from tests.evaluate.conftest import flat
+from tests.kit import write_image
 
 FILES = ("metrics.json", "metrics.csv", "report.md", "scores.csv", "roc.png", "histograms.png", "sweep.png")
 
@@ -79,8 +80,8 @@ def test_eval_split_prefers_val_then_test(tmp_path: Path) -> None:
         eval_split(only_train)
 
 
-def test_genimage_uses_val_split(genimage_tree: Path) -> None:
-    d = resolve_eval_data([genimage_tree])
+def test_genimage_uses_val_split(eval_tree: Path) -> None:
+    d = resolve_eval_data([eval_tree])
     assert d.real_pool == "per-generator"
     assert all("/val/" in s.path.as_posix() for s in d.samples)
     assert {s.generator for s in d.samples} == {"sdv14", "midjourney"}
@@ -101,20 +102,20 @@ def test_shared_pool_resolution(shared_pool: tuple[Path, list[Path]], ufd_tree: 
 def test_same_generator_in_two_roots_is_prefixed(tmp_path: Path) -> None:
     for root in ("a", "b"):
         for cls, seed in (("0_real", 1), ("1_fake", 2)):
-            write_png(tmp_path / root / "gen" / cls / "x.png", seed)
+            write_image(tmp_path / root / "gen" / cls / "x.png", seed=seed)
     d = resolve_eval_data([tmp_path / "a", tmp_path / "b"])
     assert {s.generator for s in d.samples} == {"a/gen", "b/gen"}
 
 
-def test_calibration_reals(genimage_tree: Path, shared_pool: tuple[Path, list[Path]], tmp_path: Path) -> None:
+def test_calibration_reals(eval_tree: Path, shared_pool: tuple[Path, list[Path]], tmp_path: Path) -> None:
     from mpft.evaluate.inputs import calibration_reals as _calibration_reals
 
-    reals = _calibration_reals(genimage_tree, "auto")  # a labelled dataset: its val/ real images
+    reals = _calibration_reals(eval_tree, "auto")  # a labelled dataset: its val/ real images
     assert len(reals) == 12 and all(s.path.parent.name == "nature" and s.label == 0 for s in reals)
     assert len(_calibration_reals(shared_pool[0], "auto")) == 6  # a plain folder of real photos
     only_train = tmp_path / "ot"
-    write_png(only_train / "train" / "0_real" / "a.png", 1)
-    write_png(only_train / "train" / "1_fake" / "b.png", 2)
+    write_image(only_train / "train" / "0_real" / "a.png", seed=1)
+    write_image(only_train / "train" / "1_fake" / "b.png", seed=2)
     with pytest.raises(DataError, match="val/ or test/"):  # never mistaken for a plain folder of reals
         _calibration_reals(only_train, "auto")
 
@@ -146,10 +147,10 @@ def test_bad_specs_fail_before_loading(tmp_path: Path) -> None:
 
 
 def test_genimage_run_writes_consistent_files(
-    eval_checkpoint: Path, genimage_tree: Path, tmp_path: Path
+    eval_checkpoint: Path, eval_tree: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    report = evaluate(eval_checkpoint.parent, [genimage_tree], out=out, n_boot=30, oracle=True, device="cpu")
+    report = evaluate(eval_checkpoint.parent, [eval_tree], out=out, n_boot=30, oracle=True, device="cpu")
     assert isinstance(report, EvalReport)
     for name in FILES:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -160,10 +161,10 @@ def test_genimage_run_writes_consistent_files(
     assert EvalReport.from_dict(doc).conditions[0].name == "clean"
     meta = doc["meta"]
     assert meta["checkpoint"] == str(eval_checkpoint)
-    assert meta["data_paths"] == [str(genimage_tree)]
+    assert meta["data_paths"] == [str(eval_tree)]
     assert meta["n_skipped"] == 1
     assert meta["skipped"][0]["path"].endswith("broken.png")
-    assert str(genimage_tree) not in meta["skipped"][0]["reason"]  # grouped by cause, not by path
+    assert str(eval_tree) not in meta["skipped"][0]["reason"]  # grouped by cause, not by path
     assert sum(meta["skipped_by_reason"].values()) == 1
     assert meta["extra"]["counts"]["total"] == 25 and meta["extra"]["n_scored"] == {"clean": 24}
 
@@ -299,12 +300,12 @@ def test_stored_threshold_is_used_without_calibration(
 
 
 def test_two_runs_identical_and_limit_is_seeded(
-    eval_checkpoint: Path, genimage_tree: Path, tmp_path: Path
+    eval_checkpoint: Path, eval_tree: Path, tmp_path: Path
 ) -> None:
     docs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        evaluate(eval_checkpoint, [genimage_tree], out=out, limit=4, n_boot=40, seed=3, device="cpu")
+        evaluate(eval_checkpoint, [eval_tree], out=out, limit=4, n_boot=40, seed=3, device="cpu")
         doc = json.loads((tmp_path / name / "metrics.json").read_text())
         doc["meta"].pop("created")
         docs.append(doc)

@@ -1,71 +1,35 @@
-"""Fixtures for the server tests: a tiny random-weights detector, images made in memory."""
+"""Fixtures for the server tests: a tiny random-weights detector, a fake detector, a live server.
+
+Images in memory and bombs: tests.kit.image_bytes and tests.kit.png_bomb.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import socket
-import struct
 import threading
 import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from mpft.detector import Detector, Prediction
 from mpft.serve import ServeSettings
-
-
-def _build_tiny_checkpoint(directory: Path) -> Path:
-    from mpft.backbones.registry import load_backbone
-    from mpft.checkpoint import DetectorConfig, save_checkpoint
-    from mpft.data.transforms import PreprocessPolicy
-    from mpft.model import DetectorModel, TuneConfig
-    from mpft.tam import MaskConfig
-
-    enc = load_backbone("random:tiny")
-    tune = TuneConfig("lora")
-    model = DetectorModel(enc, tune)
-    cfg = DetectorConfig(
-        backbone="random:tiny", backbone_sha256=enc.weights_sha256, tune=tune.to_dict(),
-        mask=MaskConfig().to_dict(), preprocess=PreprocessPolicy(size=32).to_dict(),
-    )
-    return save_checkpoint(directory, model, cfg)
+from tests.kit import tiny_checkpoint
 
 
 @pytest.fixture(scope="session")
 def serve_checkpoint(tmp_path_factory) -> Path:
-    """A tiny checkpoint directory (random:tiny backbone, 32 px input)."""
-    return _build_tiny_checkpoint(tmp_path_factory.mktemp("serve-ckpt") / "tiny")
+    """A tiny LoRA checkpoint (random:tiny backbone, 32 px input) with the library's head init:
+    every probability is near 0.5."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("serve-ckpt") / "tiny", "lora", head_std=None)
 
 
 @pytest.fixture(scope="session")
 def tiny_detector(serve_checkpoint) -> Detector:
     return Detector.load(serve_checkpoint)
-
-
-def png_bytes(w: int = 40, h: int = 30, seed: int = 0, fmt: str = "PNG") -> bytes:
-    """Random-noise image encoded in memory."""
-    arr = np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-
-def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
-    """A valid PNG header declaring width x height pixels, with (far too little) pixel data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 1024)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
 class FakeDetector:

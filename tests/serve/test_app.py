@@ -18,7 +18,8 @@ from mpft.detector import VERDICTS
 from mpft.errors import ConfigError
 from mpft.serve import ServeSettings, create_app
 from mpft.serve.middleware import ACCESS_LOGGER
-from tests.serve.conftest import FakeDetector, png_bomb, png_bytes
+from tests.kit import image_bytes, png_bomb
+from tests.serve.conftest import FakeDetector
 
 PREDICT = "/api/v1/predict"
 EXPLAIN = "/api/v1/explain"
@@ -59,7 +60,7 @@ def test_healthz_ok_while_model_loading_and_readyz_503_until_loaded():
         assert r.status_code == 503
         assert "loading" in r.json()["detail"]
         assert r.headers["retry-after"] == "1"
-        r = c.post(PREDICT, files=files(("a.png", png_bytes())))
+        r = c.post(PREDICT, files=files(("a.png", image_bytes())))
         assert r.status_code == 503 and "loading" in r.json()["detail"]
         gate.set()
         assert app.state.model.wait(10)
@@ -86,7 +87,7 @@ def test_readyz_reports_a_failed_load():
 # ---- predict -------------------------------------------------------------------------------------
 
 def test_predict_single_file(client, tiny_detector):
-    img = png_bytes(seed=1)
+    img = image_bytes(seed=1)
     r = client.post(PREDICT, files=files(("cat.png", img)))
     assert r.status_code == 200
     body = r.json()
@@ -104,8 +105,8 @@ def test_predict_single_file(client, tiny_detector):
 
 
 def test_predict_several_files_keeps_order_and_reports_a_truncated_one(client, tiny_detector):
-    a, b = png_bytes(seed=2), png_bytes(50, 20, seed=3, fmt="JPEG")
-    truncated = png_bytes(64, 64, seed=4)[:200]
+    a, b = image_bytes(seed=2), image_bytes(50, 20, seed=3, fmt="JPEG")
+    truncated = image_bytes(64, 64, seed=4)[:200]
     r = client.post(PREDICT, files=files(("a.png", a), ("cut.png", truncated), ("b.jpg", b)))
     assert r.status_code == 200
     res = r.json()["results"]
@@ -120,7 +121,7 @@ def test_predict_several_files_keeps_order_and_reports_a_truncated_one(client, t
 def test_413_when_the_body_exceeds_the_cap(tiny_detector):
     app = create_app(lambda: tiny_detector, ServeSettings(max_upload_bytes=64 * 1024))
     with ready_client(app) as c:
-        big = png_bytes(200, 200, seed=5)  # noise PNG: ~120 KB
+        big = image_bytes(200, 200, seed=5)  # noise PNG: ~120 KB
         assert len(big) > 64 * 1024
         r = c.post(PREDICT, files=files(("big.png", big)))
         assert r.status_code == 413
@@ -140,13 +141,13 @@ def test_413_when_the_body_exceeds_the_cap(tiny_detector):
         assert r.status_code == 413
         assert "too large" in r.json()["detail"]
         # a small image still passes
-        assert c.post(PREDICT, files=files(("s.png", png_bytes()))).status_code == 200
+        assert c.post(PREDICT, files=files(("s.png", image_bytes()))).status_code == 200
 
 
 def test_413_too_many_files(tiny_detector):
     app = create_app(lambda: tiny_detector, ServeSettings(max_files=2))
     with ready_client(app) as c:
-        r = c.post(PREDICT, files=files(*[(f"{i}.png", png_bytes(seed=i)) for i in range(3)]))
+        r = c.post(PREDICT, files=files(*[(f"{i}.png", image_bytes(seed=i)) for i in range(3)]))
         assert r.status_code == 413
         assert "files" in r.json()["detail"].lower()
 
@@ -158,13 +159,13 @@ def test_415_text_named_png_with_image_content_type(client):
 
 
 def test_415_one_bad_file_rejects_the_request(client):
-    r = client.post(PREDICT, files=files(("ok.png", png_bytes()), ("bad.jpg", b"<html></html>")))
+    r = client.post(PREDICT, files=files(("ok.png", image_bytes()), ("bad.jpg", b"<html></html>")))
     assert r.status_code == 415
     assert "file 2" in r.json()["detail"]
 
 
 def test_415_body_not_multipart(client):
-    r = client.post(PREDICT, content=png_bytes(), headers={"content-type": "image/png"})
+    r = client.post(PREDICT, content=image_bytes(), headers={"content-type": "image/png"})
     assert r.status_code == 415
     assert "multipart/form-data" in r.json()["detail"]
 
@@ -179,14 +180,14 @@ def test_422_decompression_bomb_header(client):
 def test_422_over_the_configured_pixel_limit(tiny_detector):
     app = create_app(lambda: tiny_detector, ServeSettings(max_pixels=50 * 50))
     with ready_client(app) as c:
-        r = c.post(PREDICT, files=files(("wide.png", png_bytes(60, 50))))
+        r = c.post(PREDICT, files=files(("wide.png", image_bytes(60, 50))))
         assert r.status_code == 422
         assert "60x50 = 3000 pixels > max_pixels=2500" in r.json()["detail"]
-        assert c.post(PREDICT, files=files(("ok.png", png_bytes(50, 50)))).status_code == 200
+        assert c.post(PREDICT, files=files(("ok.png", image_bytes(50, 50)))).status_code == 200
 
 
 def test_422_no_file_and_empty_file(client):
-    r = client.post(PREDICT, files=files(("a.png", png_bytes()), field="image"))
+    r = client.post(PREDICT, files=files(("a.png", image_bytes()), field="image"))
     assert r.status_code == 422 and "files" in r.json()["detail"]
     r = client.post(PREDICT, files=files(("empty.png", b"")))
     assert r.status_code == 422 and "empty" in r.json()["detail"]
@@ -202,7 +203,7 @@ def test_400_multipart_body_cut_short(client):
     # a body that ends inside its part (no closing boundary): the parser drops the unfinished
     # part, which used to read as "no file" (422)
     body = (b"--B\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.png\"\r\n"
-            b"Content-Type: image/png\r\n\r\n" + png_bytes()[:100])
+            b"Content-Type: image/png\r\n\r\n" + image_bytes()[:100])
     r = client.post(PREDICT, content=body, headers={"content-type": "multipart/form-data; boundary=B"})
     assert r.status_code == 400
     assert "closing boundary" in r.json()["detail"]
@@ -218,13 +219,13 @@ def test_503_with_retry_after_when_saturated():
         first: dict = {}
 
         def hold():
-            first["r"] = c.post(PREDICT, files=files(("a.png", png_bytes())))
+            first["r"] = c.post(PREDICT, files=files(("a.png", image_bytes())))
 
         t = threading.Thread(target=hold)
         t.start()
         try:
             assert fake.entered.wait(10), "the first request never reached the detector"
-            r = c.post(PREDICT, files=files(("b.png", png_bytes())))
+            r = c.post(PREDICT, files=files(("b.png", image_bytes())))
             assert r.status_code == 503
             assert r.headers["retry-after"] == "3"
             assert "busy" in r.json()["detail"]
@@ -235,7 +236,7 @@ def test_503_with_retry_after_when_saturated():
         assert first["r"].status_code == 200
         assert fake.calls == 1  # the refused request never reached the model
         # the slot was released
-        assert c.post(PREDICT, files=files(("c.png", png_bytes()))).status_code == 200
+        assert c.post(PREDICT, files=files(("c.png", image_bytes()))).status_code == 200
 
 
 # ---- uploads never touch the disk ----------------------------------------------------------------
@@ -259,14 +260,14 @@ def disk_spy(tmp_path, monkeypatch):
 
 
 def _big_noise_png() -> bytes:
-    data = png_bytes(800, 600, seed=9)  # ~1.4 MB: above starlette's 1 MiB spool threshold
+    data = image_bytes(800, 600, seed=9)  # ~1.4 MB: above starlette's 1 MiB spool threshold
     assert len(data) > 1024 * 1024
     return data
 
 
 def test_uploads_are_not_spooled_to_disk(client, disk_spy):
     tmp_dir, created = disk_spy
-    r = client.post(PREDICT, files=files(("big.png", _big_noise_png()), ("small.png", png_bytes())))
+    r = client.post(PREDICT, files=files(("big.png", _big_noise_png()), ("small.png", image_bytes())))
     assert r.status_code == 200
     assert [x["error"] for x in r.json()["results"]] == [None, None]
     assert created == []
@@ -295,7 +296,7 @@ def test_disk_spy_detects_stock_starlette_spooling(disk_spy):
 
 def test_one_json_access_line_per_request_without_names_or_content(client, caplog):
     secret = "holiday-secret-name.png"
-    img = png_bytes(seed=11)
+    img = image_bytes(seed=11)
     with caplog.at_level(logging.DEBUG):
         client.post(PREDICT, files=files((secret, img), ("x.png", img)))
         client.post(PREDICT, files=files((secret, b"text, not an image")))
@@ -317,7 +318,7 @@ def test_one_json_access_line_per_request_without_names_or_content(client, caplo
 
 def test_explain_returns_a_png(client):
     pytest.importorskip("mpft.explain", reason="mpft.explain (explain_image + render) is not written yet")
-    r = client.post(EXPLAIN, files=files(("a.png", png_bytes(seed=12)), field="file"))
+    r = client.post(EXPLAIN, files=files(("a.png", image_bytes(seed=12)), field="file"))
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "image/png"
     assert r.content.startswith(b"\x89PNG\r\n\x1a\n")
@@ -333,19 +334,19 @@ def test_explain_title_names_the_uploaded_file(client, monkeypatch):
         return real_render(expl, out, **kwargs)
 
     monkeypatch.setattr(explain, "render", spy)
-    r = client.post(EXPLAIN, files=files(("holiday photo.png", png_bytes(seed=13)), field="file"))
+    r = client.post(EXPLAIN, files=files(("holiday photo.png", image_bytes(seed=13)), field="file"))
     assert r.status_code == 200, r.text
     assert seen == ["holiday photo.png"]
     # a path the client sent is reduced to its name
-    r = client.post(EXPLAIN, files=files(("C:\\Users\\me\\cat.png", png_bytes(seed=14)), field="file"))
+    r = client.post(EXPLAIN, files=files(("C:\\Users\\me\\cat.png", image_bytes(seed=14)), field="file"))
     assert r.status_code == 200 and seen[-1] == "cat.png"
 
 
 def test_explain_rejects_bad_input(client):
     pytest.importorskip("mpft.explain", reason="mpft.explain (explain_image + render) is not written yet")
-    r = client.post(EXPLAIN, files=files(("a.png", png_bytes()), ("b.png", png_bytes()), field="file"))
+    r = client.post(EXPLAIN, files=files(("a.png", image_bytes()), ("b.png", image_bytes()), field="file"))
     assert r.status_code == 422 and "exactly one" in r.json()["detail"]
-    r = client.post(EXPLAIN, files=files(("cut.png", png_bytes(64, 64)[:150]), field="file"))
+    r = client.post(EXPLAIN, files=files(("cut.png", image_bytes(64, 64)[:150]), field="file"))
     assert r.status_code == 422 and "cut.png" in r.json()["detail"]
     r = client.post(EXPLAIN, files=files(("a.png", b"hello"), field="file"))
     assert r.status_code == 415
@@ -355,7 +356,7 @@ def test_explain_is_501_without_the_explain_module(client, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "mpft.explain", None)
-    r = client.post(EXPLAIN, files=files(("a.png", png_bytes()), field="file"))
+    r = client.post(EXPLAIN, files=files(("a.png", image_bytes()), field="file"))
     assert r.status_code == 501
     assert "mpft.explain" in r.json()["detail"]
 
@@ -400,30 +401,18 @@ def test_unexpected_failure_is_a_json_500_and_logged(caplog):
     app = create_app(lambda: Broken(), ServeSettings(warmup=False))
     with TestClient(app, raise_server_exceptions=False) as c, caplog.at_level(logging.INFO):
         assert app.state.model.wait(10)
-        r = c.post(PREDICT, files=files(("a.png", png_bytes())))
+        r = c.post(PREDICT, files=files(("a.png", image_bytes())))
     assert r.status_code == 500
     assert r.json() == {"detail": "internal server error (see the server log)"}
     access = [json.loads(x.getMessage()) for x in caplog.records if x.name == ACCESS_LOGGER]
     assert access[-1]["status"] == 500
 
 
-def _png_header_declaring(width: int, height: int) -> bytes:
-    """A PNG whose header declares width x height (the pixel data is not valid: only headers are read)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
 def test_upload_size_check_is_the_detectors_one_limit_not_pillows():
     """A 108 MP phone photo passes when max_pixels allows it (Pillow's own guard fires at 89.5 MP)."""
     from mpft.serve.upload import check_image
 
-    data = _png_header_declaring(12000, 9000)
+    data = png_bomb(12000, 9000)
     assert check_image(data, max_pixels=200_000_000) is None
     status, reason = check_image(data, max_pixels=64_000_000)
     assert status == 422 and "max_pixels" in reason

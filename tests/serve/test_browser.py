@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mpft.serve import ServeSettings, create_app
-from tests.serve.conftest import live_server, png_bytes
+from tests.kit import image_bytes
+from tests.serve.conftest import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -34,7 +35,7 @@ def browser():
 
 def test_upload_shows_verdict_probability_and_heatmap(browser, tiny_detector, tmp_path):
     image = tmp_path / "photo.png"
-    image.write_bytes(png_bytes(48, 40, seed=21))
+    image.write_bytes(image_bytes(48, 40, seed=21))
     app = create_app(lambda: tiny_detector, ServeSettings())
     with live_server(app) as url:
         assert app.state.model.wait(60)

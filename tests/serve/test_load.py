@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import pytest
+
+from tests.kit import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "load_serve.py"
 
 
-def _load_module():
-    spec = importlib.util.spec_from_file_location("load_serve", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("load_serve", mod)  # dataclasses look their module up by name
-    spec.loader.exec_module(mod)
-    return mod
-
-
+@pytest.mark.slow  # a server and 16 clients in a subprocess (~8 s); test_check_body_flags_wrong_answers stays quick
 def test_load_script_small_run(tmp_path, serve_checkpoint):
     out = tmp_path / "summary.json"
     # --model: the fixture's checkpoint spares the script a torch import of its own; the server
@@ -43,7 +38,7 @@ def test_load_script_small_run(tmp_path, serve_checkpoint):
 
 
 def test_check_body_flags_wrong_answers():
-    mod = _load_module()
+    mod = load_script("load_serve")
     req = httpx.Request("POST", "http://127.0.0.1/api/v1/predict")
 
     def resp(status, body, headers=None):

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from mpft.serve import ServeSettings, create_app
-from tests.serve.conftest import FakeDetector, live_server, png_bytes
+from tests.kit import image_bytes
+from tests.serve.conftest import FakeDetector, live_server
 
 PREDICT = "/api/v1/predict"
 
@@ -38,7 +39,7 @@ def _post(url: str, name: str, data: bytes) -> httpx.Response:
 def test_concurrent_requests_are_scored_in_one_forward_pass():
     fake = FakeDetector(block=True, by_content=True)
     app = create_app(lambda: fake, ServeSettings(warmup=False))
-    images = [png_bytes(seed=100 + i) for i in range(7)]
+    images = [image_bytes(seed=100 + i) for i in range(7)]
     with live_server(app) as url, ThreadPoolExecutor(7) as pool:
         assert app.state.model.wait(10)
         first = pool.submit(_post, url, "0.png", images[0])
@@ -60,7 +61,7 @@ def test_sixteen_concurrent_clients_get_no_503_with_default_settings():
     # 0.1 s per model call whatever its size: one call per request could not keep up with 16 clients
     fake = FakeDetector(delay_s=0.1)
     app = create_app(lambda: fake, ServeSettings())
-    img = png_bytes(seed=7)
+    img = image_bytes(seed=7)
     with live_server(app) as url:
         assert app.state.model.wait(10)
         n_warmup = len(fake.batches)
@@ -86,7 +87,7 @@ def test_sheds_load_only_when_the_expected_wait_exceeds_the_queue_timeout():
     fake = FakeDetector(delay_s=0.3, by_content=True)
     app = create_app(lambda: fake, ServeSettings(max_concurrency=1, queue_timeout_s=1.0, retry_after_s=1,
                                                  batch_size=1))
-    images = [png_bytes(seed=200 + i) for i in range(6)]
+    images = [image_bytes(seed=200 + i) for i in range(6)]
     with live_server(app) as url, ThreadPoolExecutor(6) as pool:
         assert app.state.model.wait(10)
         fake.gate.clear()

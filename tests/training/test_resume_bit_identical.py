@@ -23,9 +23,9 @@ def _cfg(data, out, **kw) -> TrainConfig:
                        device="cpu", **kw)
 
 
-def test_killed_mid_epoch_resumes_bit_identical(genimage_tree, tmp_path, monkeypatch) -> None:
+def test_killed_mid_epoch_resumes_bit_identical(train_tree, tmp_path, monkeypatch) -> None:
     settings = dict(tune=TuneConfig("lora", layers=2), mask=MaskConfig("random"))  # random masks: the hard case
-    full = train(_cfg(genimage_tree, tmp_path / "full", **settings))
+    full = train(_cfg(train_tree, tmp_path / "full", **settings))
 
     real_step, calls = torch.optim.AdamW.step, {"n": 0}
 
@@ -37,9 +37,9 @@ def test_killed_mid_epoch_resumes_bit_identical(genimage_tree, tmp_path, monkeyp
 
     monkeypatch.setattr(torch.optim.AdamW, "step", killed_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(genimage_tree, tmp_path / "cut", **settings))
+        train(_cfg(train_tree, tmp_path / "cut", **settings))
     monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
-    cut = _cfg(genimage_tree, tmp_path / "cut", resume=True, **settings)
+    cut = _cfg(train_tree, tmp_path / "cut", resume=True, **settings)
     assert read_resume_state(tmp_path / "cut", cut.identity()).progress.epoch == 0  # epoch 2 is redone from its start
 
     resumed = train(cut)

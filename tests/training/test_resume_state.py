@@ -84,8 +84,8 @@ def test_state_round_trips_exactly_without_pickle(tmp_path):
     assert sched.state_dict() == sched2.state_dict()
 
 
-def test_damaged_or_foreign_states_are_refused_with_a_way_out(genimage_tree, tmp_path):
-    cfg = _cfg(genimage_tree, tmp_path / "run")
+def test_damaged_or_foreign_states_are_refused_with_a_way_out(train_tree, tmp_path):
+    cfg = _cfg(train_tree, tmp_path / "run")
     train(cfg)
     good = tmp_path / "good"
     shutil.copytree(tmp_path / "run" / RESUME_NAME, good)
@@ -93,7 +93,7 @@ def test_damaged_or_foreign_states_are_refused_with_a_way_out(genimage_tree, tmp
 
     def damaged(match: str, error=CheckpointError) -> None:
         with pytest.raises(error, match=match) as info:
-            train(_cfg(genimage_tree, tmp_path / "run", resume=True))
+            train(_cfg(train_tree, tmp_path / "run", resume=True))
         assert "without --resume" in str(info.value)
         shutil.rmtree(where, ignore_errors=True)
         shutil.copytree(good, where)

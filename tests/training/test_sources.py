@@ -7,7 +7,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from tests.training.conftest import make_genimage_tree
+from tests.kit import genimage_tree
 
 
 def test_two_sources_pooled_balanced_and_views_recorded(tmp_path, monkeypatch):
@@ -15,7 +15,7 @@ def test_two_sources_pooled_balanced_and_views_recorded(tmp_path, monkeypatch):
     from mpft.backbones import load_backbone
     from mpft.training import TrainConfig, train
 
-    big = make_genimage_tree(tmp_path / "big", n_per_class=12, splits=("train",), seed=1)
+    big = genimage_tree(tmp_path / "big", n_per_class=12, splits=("train",), seed=1)
     # a second source holding only real photos: alone it could not train, pooled it can
     photos = tmp_path / "photos" / "nature"
     photos.mkdir(parents=True)

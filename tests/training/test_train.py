@@ -17,8 +17,7 @@ from mpft.errors import ConfigError, DataError
 from mpft.model import TuneConfig
 from mpft.tam import MaskConfig
 from mpft.training import TrainConfig, train
-
-from .conftest import make_genimage_tree
+from tests.kit import genimage_tree
 
 
 def _cfg(data, out, **kw) -> TrainConfig:
@@ -81,8 +80,8 @@ def spy(monkeypatch) -> _Spy:
 
 
 @pytest.mark.parametrize("strategy", ["linear", "last-k", "lora", "full"])
-def test_every_tuning_strategy_trains_and_saves_only_trained_tensors(genimage_tree, tmp_path, strategy, spy):
-    result = train(_cfg(genimage_tree, tmp_path / "run", tune=TuneConfig(strategy, layers=2)))
+def test_every_tuning_strategy_trains_and_saves_only_trained_tensors(train_tree, tmp_path, strategy, spy):
+    result = train(_cfg(train_tree, tmp_path / "run", tune=TuneConfig(strategy, layers=2)))
     (trained,) = spy.models  # the one model training built (before load_checkpoint builds another)
     assert result.history[0]["val"]["n"] == 16
     stored = load_file(str(result.best / "model.safetensors"))
@@ -119,8 +118,8 @@ def test_every_tuning_strategy_trains_and_saves_only_trained_tensors(genimage_tr
     ],
     ids=["tam", "random", "inverse", "none", "tam-fill", "tam-T-diff"],
 )
-def test_every_mask_mode_trains(genimage_tree, tmp_path, mask, spy):
-    result = train(_cfg(genimage_tree, tmp_path / "run", mask=mask))
+def test_every_mask_mode_trains(train_tree, tmp_path, mask, spy):
+    result = train(_cfg(train_tree, tmp_path / "run", mask=mask))
     cfg = json.loads((result.best / "config.json").read_text())
     assert cfg["mask"] == mask.to_dict()
     loss = result.history[0]["loss"]
@@ -138,17 +137,17 @@ def test_every_mask_mode_trains(genimage_tree, tmp_path, mask, spy):
 
 
 def test_training_learns_an_easy_task(tmp_path):
-    data = make_genimage_tree(tmp_path / "data", n_per_class=16)
+    data = genimage_tree(tmp_path / "data", n_per_class=16)
     result = train(_cfg(data, tmp_path / "run", epochs=4, lr_head=1e-2, lr_backbone=1e-3, batch_size=8))
     losses = [h["loss"] for h in result.history]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0], losses
     assert result.history[-1]["val"]["acc"] >= 0.9, result.history
 
 
-def test_masking_changes_what_the_model_sees(genimage_tree, tmp_path, spy):
-    a = train(_cfg(genimage_tree, tmp_path / "a", mask=MaskConfig("none")))
+def test_masking_changes_what_the_model_sees(train_tree, tmp_path, spy):
+    a = train(_cfg(train_tree, tmp_path / "a", mask=MaskConfig("none")))
     unmasked_steps, spy.steps = spy.steps, []
-    b = train(_cfg(genimage_tree, tmp_path / "b", mask=MaskConfig("tam", ratio=0.5)))
+    b = train(_cfg(train_tree, tmp_path / "b", mask=MaskConfig("tam", ratio=0.5)))
     assert unmasked_steps and all(keep is None for _, keep in unmasked_steps)
     # TAM at rho 0.5 drops exactly the more textured half of each image's patches
     patch = spy.models[-1].encoder.patch_size
@@ -165,16 +164,16 @@ def test_masking_changes_what_the_model_sees(genimage_tree, tmp_path, spy):
     assert not torch.allclose(wa, wb)
 
 
-def test_same_seed_same_result(genimage_tree, tmp_path):
-    a = train(_cfg(genimage_tree, tmp_path / "a", mask=MaskConfig("random")))
-    b = train(_cfg(genimage_tree, tmp_path / "b", mask=MaskConfig("random")))
+def test_same_seed_same_result(train_tree, tmp_path):
+    a = train(_cfg(train_tree, tmp_path / "a", mask=MaskConfig("random")))
+    b = train(_cfg(train_tree, tmp_path / "b", mask=MaskConfig("random")))
     sa, sb = load_file(str(a.last / "model.safetensors")), load_file(str(b.last / "model.safetensors"))
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0)
 
 
-def test_interrupted_run_resumes_to_the_same_weights(genimage_tree, tmp_path, monkeypatch):
-    full = train(_cfg(genimage_tree, tmp_path / "full", epochs=3))
+def test_interrupted_run_resumes_to_the_same_weights(train_tree, tmp_path, monkeypatch):
+    full = train(_cfg(train_tree, tmp_path / "full", epochs=3))
     import mpft.training.loop as loop_mod  # the loop calls validate by this name
 
     real_validate, calls = loop_mod.validate, {"n": 0}
@@ -187,9 +186,9 @@ def test_interrupted_run_resumes_to_the_same_weights(genimage_tree, tmp_path, mo
 
     monkeypatch.setattr(loop_mod, "validate", crash_on_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(genimage_tree, tmp_path / "cut", epochs=3))
+        train(_cfg(train_tree, tmp_path / "cut", epochs=3))
     monkeypatch.setattr(loop_mod, "validate", real_validate)
-    resumed = train(_cfg(genimage_tree, tmp_path / "cut", epochs=3, resume=True))
+    resumed = train(_cfg(train_tree, tmp_path / "cut", epochs=3, resume=True))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     sa = load_file(str(full.last / "model.safetensors"))
     sb = load_file(str(resumed.last / "model.safetensors"))
@@ -197,25 +196,25 @@ def test_interrupted_run_resumes_to_the_same_weights(genimage_tree, tmp_path, mo
         torch.testing.assert_close(sa[k], sb[k], atol=1e-6, rtol=1e-5)
 
 
-def test_resume_refuses_different_settings(genimage_tree, tmp_path):
-    train(_cfg(genimage_tree, tmp_path / "run"))
+def test_resume_refuses_different_settings(train_tree, tmp_path):
+    train(_cfg(train_tree, tmp_path / "run"))
     with pytest.raises(ConfigError, match="mask"):
-        train(_cfg(genimage_tree, tmp_path / "run", mask=MaskConfig("random"), resume=True))
+        train(_cfg(train_tree, tmp_path / "run", mask=MaskConfig("random"), resume=True))
     with pytest.raises(ConfigError, match="nothing to resume"):
-        train(_cfg(genimage_tree, tmp_path / "other", resume=True))
+        train(_cfg(train_tree, tmp_path / "other", resume=True))
 
 
-def test_bad_files_are_skipped_and_listed(genimage_tree, tmp_path):
-    (genimage_tree / "train" / "ai" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
-    (genimage_tree / "train" / "nature" / "empty.jpg").write_bytes(b"")
-    result = train(_cfg(genimage_tree, tmp_path / "run", epochs=2))
+def test_bad_files_are_skipped_and_listed(train_tree, tmp_path):
+    (train_tree / "train" / "ai" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    (train_tree / "train" / "nature" / "empty.jpg").write_bytes(b"")
+    result = train(_cfg(train_tree, tmp_path / "run", epochs=2))
     assert any("broken.png" in p for p in result.skipped)
     cfg = json.loads((result.last / "config.json").read_text())
     assert any("broken.png" in p for p in cfg["training"]["skipped_files"])
 
 
 def test_shots_takes_a_balanced_subset(tmp_path):
-    data = make_genimage_tree(tmp_path / "data", n_per_class=10)
+    data = genimage_tree(tmp_path / "data", n_per_class=10)
     result = train(_cfg(data, tmp_path / "run", shots=6))
     counts = json.loads((result.last / "config.json").read_text())["training"]["n_train"]
     assert (counts["total"], counts["real"], counts["fake"]) == (6, 3, 3)
@@ -224,7 +223,7 @@ def test_shots_takes_a_balanced_subset(tmp_path):
 def test_clear_errors_before_training(tmp_path):
     with pytest.raises(DataError):
         train(_cfg(tmp_path / "missing", tmp_path / "run"))
-    one = make_genimage_tree(tmp_path / "one", splits=("train",))
+    one = genimage_tree(tmp_path / "one", splits=("train",))
     for f in (one / "train" / "ai").iterdir():
         f.unlink()
     with pytest.raises(DataError):
@@ -233,15 +232,15 @@ def test_clear_errors_before_training(tmp_path):
         _cfg(one, tmp_path / "run", epochs=0)
     with pytest.raises(ConfigError):
         train(
-            _cfg(make_genimage_tree(tmp_path / "ok"), tmp_path / "run", tune=TuneConfig("last-k", layers=9))
+            _cfg(genimage_tree(tmp_path / "ok"), tmp_path / "run", tune=TuneConfig("last-k", layers=9))
         )
 
 
-def test_caller_encoder_is_not_modified(genimage_tree, tmp_path):
+def test_caller_encoder_is_not_modified(train_tree, tmp_path):
     enc = load_backbone("random:tiny")
     before = {k: v.clone() for k, v in enc.state_dict().items()}
-    train(_cfg(genimage_tree, tmp_path / "run", tune=TuneConfig("full")), encoder=enc)
-    train(_cfg(genimage_tree, tmp_path / "run2", tune=TuneConfig("lora")), encoder=enc)
+    train(_cfg(train_tree, tmp_path / "run", tune=TuneConfig("full")), encoder=enc)
+    train(_cfg(train_tree, tmp_path / "run2", tune=TuneConfig("lora")), encoder=enc)
     after = enc.state_dict()
     assert set(after) == set(before)
     for k in before:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .conftest import make_genimage_tree
+from tests.kit import genimage_tree
 
 
 def _run(args: list[str], cwd) -> subprocess.CompletedProcess:
@@ -20,7 +20,7 @@ def _run(args: list[str], cwd) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_two_processes_match_one_on_the_same_global_batch(tmp_path):
-    data = make_genimage_tree(tmp_path / "data", n_per_class=8)
+    data = genimage_tree(tmp_path / "data", n_per_class=8)
     common = ["train", str(data), "--backbone", "random:tiny", "--tune", "last-k", "--layers", "2",
               "--mask", "tam", "--epochs", "2", "--batch-size", "4", "--workers", "0", "--device", "cpu"]
     single = _run([sys.executable, "-m", "mpft", *common, "--out", str(tmp_path / "one")], tmp_path)
