@@ -46,7 +46,7 @@ from mpft.data.layouts import list_images  # noqa: E402
 from mpft.data.transforms import reencode  # noqa: E402
 from mpft.detector import Detector  # noqa: E402
 from mpft.detectors import DEFAULT_DETECTOR_DIR  # noqa: E402
-from mpft.evaluate.metrics import threshold_at_fpr, wilson_interval  # noqa: E402
+from mpft.evaluation.metrics import threshold_at_fpr, wilson_interval  # noqa: E402
 from mpft.model import TuneConfig, create_model  # noqa: E402
 from mpft.tam import MaskConfig  # noqa: E402
 from mpft.views import parse_views  # noqa: E402

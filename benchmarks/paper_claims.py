@@ -52,7 +52,7 @@ from mpft.data.images import decode_image
 from mpft.data.layouts import discover, limit_per_class, list_images
 from mpft.data.transforms import PreprocessPolicy, reencode, to_tensor
 from mpft.detector import Detector
-from mpft.evaluate.metrics import threshold_at_fpr, wilson_interval
+from mpft.evaluation.metrics import threshold_at_fpr, wilson_interval
 from mpft.model import TuneConfig
 from mpft.pipeline import Scorer, view_pixels
 from mpft.tam import MaskConfig

@@ -491,7 +491,7 @@ def measure_auc(ckpt: Path, data: Path, limit: int, workers: int, precision: str
     from mpft.data.dataset import ImageDataset
     from mpft.data.layouts import limit_per_class
     from mpft.detector import Detector
-    from mpft.evaluate.inputs import resolve_eval_data
+    from mpft.evaluation.inputs import resolve_eval_data
     from mpft.inference import score_dataset
 
     samples = limit_per_class(resolve_eval_data([data]).samples, limit, 0)

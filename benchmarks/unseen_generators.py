@@ -63,7 +63,7 @@ from mpft.data.dataset import balance_weights
 from mpft.data.images import decode_image
 from mpft.data.layouts import list_images
 from mpft.data.transforms import Augment, PreprocessPolicy, prepare, reencode, resize_shorter
-from mpft.evaluate.metrics import threshold_at_fpr, wilson_interval
+from mpft.evaluation.metrics import threshold_at_fpr, wilson_interval
 from mpft.fsutil import atomic_file
 from mpft.model import block_features
 from mpft.tam import texture_scores

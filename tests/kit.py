@@ -21,7 +21,7 @@ Models and scripts
     load_script(name)                     benchmarks/<name>.py imported as module <name>
 
 Fixtures built on the kit live in the conftest files: tests/conftest.py (data_root, tiny_ckpt =
-the default tiny_checkpoint, b16), tests/training/conftest.py (train_tree), tests/evaluate/conftest.py
+the default tiny_checkpoint, b16), tests/training/conftest.py (train_tree), tests/evaluation/conftest.py
 (eval_checkpoint, eval_tree, ufd_tree, shared_pool), tests/serve/conftest.py (serve_checkpoint,
 tiny_detector, FakeDetector, live_server).
 """

@@ -1,7 +1,7 @@
 """`mpft predict` and `mpft serve` options default to what the library defaults to (issue 12 item 3).
 
 The train options are checked in tests/test_settings_defaults.py, the eval options in
-tests/evaluate/test_settings.py. Each option is mapped to the library default it fills; a
+tests/evaluation/test_settings.py. Each option is mapped to the library default it fills; a
 deliberate difference is listed with its reason, so drift cannot pass silently.
 """
 

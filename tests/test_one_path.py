@@ -28,7 +28,7 @@ def _tree(root: Path) -> list[Path]:
 @pytest.mark.parametrize("views", [None, "grid:2+whole@max"])
 def test_eval_and_predict_give_identical_scores(tmp_path, strategy, views):
     from mpft.detector import Detector
-    from mpft.evaluate import evaluate
+    from mpft.evaluation import evaluate
 
     # head_std spreads scores so that a LoRA left unmerged in one path would show
     ckpt = tiny_checkpoint(tmp_path / "ck", strategy=strategy, head_std=1.0)

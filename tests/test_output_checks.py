@@ -42,9 +42,9 @@ def test_train_out_under_a_file(capsys, monkeypatch, blocker, tmp_path):
 
 
 def test_eval_out_under_a_file(capsys, monkeypatch, blocker, tmp_path):
-    import mpft.evaluate
+    import mpft.evaluation
 
-    monkeypatch.setattr(mpft.evaluate, "evaluate", _never("scoring"))
+    monkeypatch.setattr(mpft.evaluation, "evaluate", _never("scoring"))
     code = main(["eval", str(tmp_path), str(tmp_path), "--out", str(blocker / "report")])
     _one_line_exit_2(code, capsys.readouterr().err, "--out")
 

@@ -472,7 +472,7 @@ def test_ufd_prepare_train_eval_and_print(tiny: DocRunner) -> None:
 
 def test_cnndetection_train_class_is_not_a_split(tmp_path: Path) -> None:
     from mpft.data.layouts import discover, has_splits
-    from mpft.evaluate.inputs import eval_split
+    from mpft.evaluation.inputs import eval_split
 
     ufd = ufd_as_downloaded(tmp_path / "UFD")
     assert not has_splits(ufd / "progan_train")

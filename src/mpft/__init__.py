@@ -30,7 +30,7 @@ def __getattr__(name: str):
 
         return train
     if name == "evaluate":
-        from mpft.evaluate import evaluate
+        from mpft.evaluation import evaluate
 
         return evaluate
     raise AttributeError(f"module 'mpft' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mpft.evaluate import evaluate
+from mpft.evaluation import evaluate
 
 pytestmark = pytest.mark.slow
 

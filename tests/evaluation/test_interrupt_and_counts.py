@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-import mpft.evaluate.scoring as scoring
+import mpft.evaluation.scoring as scoring
 from mpft.cli import main
 from mpft.display import display_name
-from mpft.evaluate import EvalReport, evaluate
-from mpft.evaluate.console import console_table
-from mpft.evaluate.markdown import render_markdown
-from mpft.evaluate.runner import EvalInterrupted
-from tests.evaluate.test_runner import read_scores
+from mpft.evaluation import EvalReport, evaluate
+from mpft.evaluation.console import console_table
+from mpft.evaluation.markdown import render_markdown
+from mpft.evaluation.runner import EvalInterrupted
+from tests.evaluation.test_runner import read_scores
 from tests.kit import write_image
 
 N_GOOD = 24  # eval_tree: 2 generators x 6 real + 6 generated in val/, plus one corrupt file
@@ -121,7 +121,7 @@ def test_chunked_scoring_gives_the_scores_of_one_pass(
 def test_log_counts_images_scored_not_images_found(
     eval_checkpoint: Path, eval_tree: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="mpft.evaluate.runner"):
+    with caplog.at_level(logging.INFO, logger="mpft.evaluation.runner"):
         report = evaluate(eval_checkpoint, [eval_tree], out=None, n_boot=0, perturb=["blur:1"], device="cpu")
     # 25 found, 24 decoded, per condition: the old log said "scored 50 images"
     assert "scored 48 of 50 images (2 could not be read)" in caplog.text

@@ -1,4 +1,4 @@
-"""Tests of mpft.evaluate.metrics against scikit-learn and hand-computed values."""
+"""Tests of mpft.evaluation.metrics against scikit-learn and hand-computed values."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
 from mpft.errors import ConfigError, DataError
-from mpft.evaluate.metrics import (
+from mpft.evaluation.metrics import (
     MEAN_METHOD,
     Metrics,
     best_threshold,

@@ -12,14 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from mpft.errors import ConfigError
-from mpft.evaluate.console import console_table
-from mpft.evaluate.io import write_csv, write_json, write_scores_csv
-from mpft.evaluate.markdown import render_markdown, write_markdown
-from mpft.evaluate.metrics import MEAN_METHOD, group_metrics
-from mpft.evaluate.outputs import write_all
-from mpft.evaluate.plots import plot_histograms, plot_roc, plot_sweep
-from mpft.evaluate.schema import Condition, EvalReport, ReportMeta, ScoreRow, SkippedFile
-from mpft.evaluate.sweep import parse_perturbation
+from mpft.evaluation.console import console_table
+from mpft.evaluation.io import write_csv, write_json, write_scores_csv
+from mpft.evaluation.markdown import render_markdown, write_markdown
+from mpft.evaluation.metrics import MEAN_METHOD, group_metrics
+from mpft.evaluation.outputs import write_all
+from mpft.evaluation.plots import plot_histograms, plot_roc, plot_sweep
+from mpft.evaluation.schema import Condition, EvalReport, ReportMeta, ScoreRow, SkippedFile
+from mpft.evaluation.sweep import parse_perturbation
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GENS = ("midjourney", "sdv1.4", "biggan")
@@ -244,7 +244,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
 
 def test_report_meta_reads_old_threshold_names_and_refuses_unknown_keys(report):
     from mpft.errors import ConfigError
-    from mpft.evaluate.schema import ReportMeta
+    from mpft.evaluation.schema import ReportMeta
 
     d = report.meta.to_dict()
     d["thresholds"] = {"fixed": 0.5, "stored": 0.2}  # names written before mpft.decision

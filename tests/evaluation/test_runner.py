@@ -1,4 +1,4 @@
-"""Tests of mpft.evaluate.runner: data resolution, conditions, thresholds, files, determinism."""
+"""Tests of mpft.evaluation.runner: data resolution, conditions, thresholds, files, determinism."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from mpft.checkpoint import update_config
 from mpft.errors import CheckpointError, ConfigError, DataError
-from mpft.evaluate import (
+from mpft.evaluation import (
     EvalReport,
     eval_split,
     evaluate,
@@ -22,8 +22,8 @@ from mpft.evaluate import (
     resolve_eval_data,
     threshold_at_fpr,
 )
-from mpft.evaluate.metrics import Metrics
-from tests.evaluate.conftest import flat
+from mpft.evaluation.metrics import Metrics
+from tests.evaluation.conftest import flat
 from tests.kit import write_image
 
 FILES = ("metrics.json", "metrics.csv", "report.md", "scores.csv", "roc.png", "histograms.png", "sweep.png")
@@ -108,7 +108,7 @@ def test_same_generator_in_two_roots_is_prefixed(tmp_path: Path) -> None:
 
 
 def test_calibration_reals(eval_tree: Path, shared_pool: tuple[Path, list[Path]], tmp_path: Path) -> None:
-    from mpft.evaluate.inputs import calibration_reals as _calibration_reals
+    from mpft.evaluation.inputs import calibration_reals as _calibration_reals
 
     reals = _calibration_reals(eval_tree, "auto")  # a labelled dataset: its val/ real images
     assert len(reals) == 12 and all(s.path.parent.name == "nature" and s.label == 0 for s in reals)

@@ -9,8 +9,8 @@ import pytest
 
 from mpft.cli.eval import eval_cmd
 from mpft.errors import ConfigError
-from mpft.evaluate import evaluate
-from mpft.evaluate.settings import DEFAULT_SWEEP_N_BOOT, NORMALIZE_PREFIX, EvalSettings, plan_conditions
+from mpft.evaluation import evaluate
+from mpft.evaluation.settings import DEFAULT_SWEEP_N_BOOT, NORMALIZE_PREFIX, EvalSettings, plan_conditions
 
 
 def _setting_defaults() -> dict[str, object]:

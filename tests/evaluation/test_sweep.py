@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mpft.data.transforms import PERTURBATION_KINDS, PRESETS, parse_perturbations
-from mpft.evaluate.schema import Condition
-from mpft.evaluate.sweep import HARSHER_WHEN_LARGER, condition_perturbation, parse_perturbation
+from mpft.evaluation.schema import Condition
+from mpft.evaluation.sweep import HARSHER_WHEN_LARGER, condition_perturbation, parse_perturbation
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from mpft.data.samples import Sample
 from mpft.errors import CheckpointError, ConfigError
-from mpft.evaluate.metrics import compute_metrics
+from mpft.evaluation.metrics import compute_metrics
 from mpft.model import TuneConfig, create_model
 from mpft.training import TrainConfig, train
 from mpft.training.optim import make_optimizer

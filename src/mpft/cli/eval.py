@@ -1,6 +1,6 @@
 """``mpft eval``: per-generator metrics of a detector, robustness sweeps and report files.
 
-A thin wrapper over :func:`mpft.evaluate.evaluate`; all logic lives there.
+A thin wrapper over :func:`mpft.evaluation.evaluate`; all logic lives there.
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ def eval_cmd(
     """
     from rich.console import Console
 
-    from mpft.evaluate import evaluate
-    from mpft.evaluate.console import console_table
+    from mpft.evaluation import evaluate
+    from mpft.evaluation.console import console_table
     from mpft.fsutil import require_writable_dir
 
     # a bad report directory must fail now, not after every image is scored

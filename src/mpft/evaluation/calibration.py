@@ -1,7 +1,7 @@
 """The decision thresholds of an evaluation: the uncalibrated 0.5, plus the checkpoint's or one calibrated here.
 
 With ``--calibrate-on`` the threshold flags ``--target-fpr`` of those real images
-(:func:`~mpft.evaluate.thresholds.threshold_at_fpr`); without it, a checkpoint whose stored
+(:func:`~mpft.evaluation.thresholds.threshold_at_fpr`); without it, a checkpoint whose stored
 threshold differs from the fixed one is reported at both.
 """
 
@@ -18,9 +18,9 @@ from mpft.checkpoint import DetectorConfig
 from mpft.config import DEFAULT_THRESHOLD
 from mpft.data.layouts import Sample
 from mpft.errors import DataError
-from mpft.evaluate.scoring import Scored, strip_source
-from mpft.evaluate.settings import EvalSettings
-from mpft.evaluate.thresholds import threshold_at_fpr
+from mpft.evaluation.scoring import Scored, strip_source
+from mpft.evaluation.settings import EvalSettings
+from mpft.evaluation.thresholds import threshold_at_fpr
 
 if TYPE_CHECKING:
     from mpft.detector import Detector

@@ -1,8 +1,8 @@
 """Checks of a labelled score set, shared by every metric function.
 
 One place decides what a valid input is (labels in {0, 1}, finite scores in [0, 1], equal
-lengths) and what the error says, so :mod:`~mpft.evaluate.intervals`,
-:mod:`~mpft.evaluate.thresholds` and :mod:`~mpft.evaluate.metrics` reject bad input the same way.
+lengths) and what the error says, so :mod:`~mpft.evaluation.intervals`,
+:mod:`~mpft.evaluation.thresholds` and :mod:`~mpft.evaluation.metrics` reject bad input the same way.
 """
 
 from __future__ import annotations

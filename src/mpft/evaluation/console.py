@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.table import Table
 
 from mpft.display import display_name
-from mpft.evaluate.cells import pct
-from mpft.evaluate.schema import EvalReport, generator_names, has_figure, ordered_rows
+from mpft.evaluation.cells import pct
+from mpft.evaluation.schema import EvalReport, generator_names, has_figure, ordered_rows
 
 __all__ = ["console_table"]
 

@@ -12,7 +12,7 @@ from mpft.errors import ConfigError, DataError
 __all__ = ["REAL_POOLS", "RESERVED_ROWS", "generator_groups", "resolve_real_pool"]
 
 REAL_POOLS = ("auto", "per-generator", "shared")
-#: Row names of the summary rows of :func:`mpft.evaluate.metrics.group_metrics`; no generator may use them.
+#: Row names of the summary rows of :func:`mpft.evaluation.metrics.group_metrics`; no generator may use them.
 RESERVED_ROWS = ("mean", "overall")
 
 

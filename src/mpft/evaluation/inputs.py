@@ -25,8 +25,8 @@ from mpft.data.layouts import (
     single_class,
 )
 from mpft.errors import CheckpointError, DataError
-from mpft.evaluate.groups import resolve_real_pool
-from mpft.evaluate.settings import EvalSettings
+from mpft.evaluation.groups import resolve_real_pool
+from mpft.evaluation.settings import EvalSettings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import numpy as np
 import sklearn
 
 from mpft.errors import ConfigError
-from mpft.evaluate.checks import both_classes, check_confidence, validate_inputs
+from mpft.evaluation.checks import both_classes, check_confidence, validate_inputs
 
 __all__ = ["Interval", "bootstrap_interval", "wilson_interval"]
 

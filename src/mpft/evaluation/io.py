@@ -15,8 +15,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import IO, Any
 
-from mpft.evaluate.metrics import Metrics
-from mpft.evaluate.schema import EvalReport, ScoreRow
+from mpft.evaluation.metrics import Metrics
+from mpft.evaluation.schema import EvalReport, ScoreRow
 from mpft.fsutil import atomic_file
 
 __all__ = ["SCORE_COLUMNS", "write_atomic", "write_text", "write_csv", "write_json", "write_scores_csv"]

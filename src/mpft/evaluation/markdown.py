@@ -7,10 +7,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mpft.display import display_name
-from mpft.evaluate.cells import pct, pct_ci, signed_pp, thr
-from mpft.evaluate.io import write_text
-from mpft.evaluate.metrics import MEAN_METHOD
-from mpft.evaluate.schema import (
+from mpft.evaluation.cells import pct, pct_ci, signed_pp, thr
+from mpft.evaluation.io import write_text
+from mpft.evaluation.metrics import MEAN_METHOD
+from mpft.evaluation.schema import (
     CLEAN,
     SUMMARY_ROWS,
     Condition,
@@ -20,7 +20,7 @@ from mpft.evaluate.schema import (
     has_figure,
     ordered_rows,
 )
-from mpft.evaluate.sweep import sweep_conditions
+from mpft.evaluation.sweep import sweep_conditions
 
 __all__ = ["render_markdown", "write_markdown"]
 

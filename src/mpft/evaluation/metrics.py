@@ -1,6 +1,6 @@
 """Detection metrics of a labelled score set and of its per-generator rows: arrays in, dataclasses out.
 
-Conventions used throughout :mod:`mpft.evaluate`:
+Conventions used throughout :mod:`mpft.evaluation`:
 
 - ``labels``: shape ``(n,)``, values in ``{0, 1}``; 1 = generated (fake), 0 = real.
 - ``scores``: shape ``(n,)``, finite floats in ``[0, 1]``; the probability that an image is generated.
@@ -11,9 +11,9 @@ Conventions used throughout :mod:`mpft.evaluate`:
   and never an exception, so a :class:`Metrics` always serialises to strict JSON.
 
 The ranking metrics (AP, AUC, ROC) and accuracy come from scikit-learn; ECE is computed here, the
-intervals in :mod:`~mpft.evaluate.intervals`, the operating points in
-:mod:`~mpft.evaluate.thresholds` and the generator rows in :mod:`~mpft.evaluate.groups`. Their
-public functions are re-exported here, so ``from mpft.evaluate.metrics import wilson_interval``
+intervals in :mod:`~mpft.evaluation.intervals`, the operating points in
+:mod:`~mpft.evaluation.thresholds` and the generator rows in :mod:`~mpft.evaluation.groups`. Their
+public functions are re-exported here, so ``from mpft.evaluation.metrics import wilson_interval``
 (training validation, benchmarks) keeps working.
 """
 
@@ -30,10 +30,10 @@ from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_sco
 
 from mpft.config import DEFAULT_THRESHOLD
 from mpft.errors import ConfigError
-from mpft.evaluate.checks import check_confidence, validate_inputs
-from mpft.evaluate.groups import REAL_POOLS, RESERVED_ROWS, generator_groups, resolve_real_pool
-from mpft.evaluate.intervals import Interval, bootstrap_interval, wilson_interval
-from mpft.evaluate.thresholds import best_threshold, threshold_at_fpr, tpr_at_fpr
+from mpft.evaluation.checks import check_confidence, validate_inputs
+from mpft.evaluation.groups import REAL_POOLS, RESERVED_ROWS, generator_groups, resolve_real_pool
+from mpft.evaluation.intervals import Interval, bootstrap_interval, wilson_interval
+from mpft.evaluation.thresholds import best_threshold, threshold_at_fpr, tpr_at_fpr
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from mpft.errors import ConfigError
-from mpft.evaluate.io import write_csv, write_json, write_scores_csv
-from mpft.evaluate.markdown import write_markdown
-from mpft.evaluate.plots import plot_histograms, plot_roc, plot_sweep
-from mpft.evaluate.schema import EvalReport, ScoreRow
+from mpft.evaluation.io import write_csv, write_json, write_scores_csv
+from mpft.evaluation.markdown import write_markdown
+from mpft.evaluation.plots import plot_histograms, plot_roc, plot_sweep
+from mpft.evaluation.schema import EvalReport, ScoreRow
 
 log = logging.getLogger(__name__)
 

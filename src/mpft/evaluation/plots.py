@@ -1,7 +1,7 @@
 """PNG plots of a report: ROC per generator, score histograms, the robustness sweep.
 
 Matplotlib's object API with the Agg canvas (no pyplot, no display, no global state); every PNG is
-written atomically through :func:`mpft.evaluate.io.write_atomic`.
+written atomically through :func:`mpft.evaluation.io.write_atomic`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from mpft.evaluate.checks import validate_inputs
-from mpft.evaluate.groups import generator_groups
-from mpft.evaluate.io import write_atomic
-from mpft.evaluate.metrics import Metrics
-from mpft.evaluate.schema import EvalReport, generator_names
-from mpft.evaluate.sweep import sweep_conditions
+from mpft.evaluation.checks import validate_inputs
+from mpft.evaluation.groups import generator_groups
+from mpft.evaluation.io import write_atomic
+from mpft.evaluation.metrics import Metrics
+from mpft.evaluation.schema import EvalReport, generator_names
+from mpft.evaluation.sweep import sweep_conditions
 
 __all__ = ["plot_histograms", "plot_roc", "plot_sweep"]
 
@@ -44,7 +44,7 @@ def plot_roc(
     path: str | os.PathLike[str],
     real_pool: str = "auto",
 ) -> Path:
-    """ROC curve per generator (rows as in :func:`~mpft.evaluate.metrics.group_metrics`) to a PNG.
+    """ROC curve per generator (rows as in :func:`~mpft.evaluation.metrics.group_metrics`) to a PNG.
 
     Args:
         labels: shape ``(n,)`` in {0, 1}.

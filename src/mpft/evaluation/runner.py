@@ -1,9 +1,9 @@
 """Evaluation orchestration: checkpoint + datasets in, :class:`EvalReport` (and report files) out.
 
-The settings are checked in :mod:`~mpft.evaluate.settings`, the files found by
-:mod:`~mpft.evaluate.inputs`, scored by :mod:`~mpft.evaluate.scoring`, the second threshold chosen
-by :mod:`~mpft.evaluate.calibration`, the figures computed by :mod:`~mpft.evaluate.metrics` and the
-files written by :mod:`~mpft.evaluate.outputs`; this module runs those steps under each condition
+The settings are checked in :mod:`~mpft.evaluation.settings`, the files found by
+:mod:`~mpft.evaluation.inputs`, scored by :mod:`~mpft.evaluation.scoring`, the second threshold chosen
+by :mod:`~mpft.evaluation.calibration`, the figures computed by :mod:`~mpft.evaluation.metrics` and the
+files written by :mod:`~mpft.evaluation.outputs`; this module runs those steps under each condition
 (clean, perturbations, format normalisation) and handles Ctrl-C.
 
 Determinism: nothing here draws random numbers except the seeded ``limit`` subset and the seeded
@@ -29,13 +29,13 @@ from mpft.config import DEFAULT_THRESHOLD
 from mpft.data.dataset import ImageDataset
 from mpft.data.layouts import Sample, summarize
 from mpft.errors import DataError
-from mpft.evaluate.calibration import calibrate
-from mpft.evaluate.inputs import EvalInputs, gather_inputs
-from mpft.evaluate.metrics import group_metrics
-from mpft.evaluate.outputs import write_all
-from mpft.evaluate.schema import CLEAN, Condition, EvalReport, ReportMeta, ScoreRow, SkippedFile
-from mpft.evaluate.scoring import Scored, score_chunked, strip_source
-from mpft.evaluate.settings import ConditionPlan, EvalSettings, parse_mask, plan_conditions
+from mpft.evaluation.calibration import calibrate
+from mpft.evaluation.inputs import EvalInputs, gather_inputs
+from mpft.evaluation.metrics import group_metrics
+from mpft.evaluation.outputs import write_all
+from mpft.evaluation.schema import CLEAN, Condition, EvalReport, ReportMeta, ScoreRow, SkippedFile
+from mpft.evaluation.scoring import Scored, score_chunked, strip_source
+from mpft.evaluation.settings import ConditionPlan, EvalSettings, parse_mask, plan_conditions
 from mpft.precision import check_precision, resolve_precision
 from mpft.runtime import DistInfo, init_distributed, local_device, resolve_device, seed_everything
 

@@ -1,8 +1,8 @@
 """The data model of an evaluation report: provenance, metrics per condition, per-image scores.
 
 Plain dataclasses with ``to_dict``/``from_dict`` (the JSON layout of metrics.json); the writers
-live in :mod:`~mpft.evaluate.io`, :mod:`~mpft.evaluate.markdown`, :mod:`~mpft.evaluate.plots`
-and :mod:`~mpft.evaluate.console`.
+live in :mod:`~mpft.evaluation.io`, :mod:`~mpft.evaluation.markdown`, :mod:`~mpft.evaluation.plots`
+and :mod:`~mpft.evaluation.console`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 from mpft.decision import threshold_name
 from mpft.errors import ConfigError, DataError
-from mpft.evaluate.groups import RESERVED_ROWS
-from mpft.evaluate.metrics import MEAN_METHOD, Metrics
+from mpft.evaluation.groups import RESERVED_ROWS
+from mpft.evaluation.metrics import MEAN_METHOD, Metrics
 
 __all__ = [
     "CLEAN",
@@ -115,7 +115,7 @@ class ReportMeta:
 class Condition:
     """Metrics of the test data under one condition ("clean", "jpeg:75", ...).
 
-    ``rows`` is the output of :func:`mpft.evaluate.metrics.group_metrics`: one :class:`Metrics`
+    ``rows`` is the output of :func:`mpft.evaluation.metrics.group_metrics`: one :class:`Metrics`
     per generator plus "mean" and "overall".
     """
 

@@ -1,4 +1,4 @@
-"""The settings of an evaluation (what ``mpft eval`` / :func:`mpft.evaluate.evaluate` take), checked once.
+"""The settings of an evaluation (what ``mpft eval`` / :func:`mpft.evaluation.evaluate` take), checked once.
 
 :class:`EvalSettings` holds the options and their defaults; building one runs every cheap check, so
 a typo fails before any model or image is loaded. :func:`plan_conditions` turns them into the
@@ -14,7 +14,7 @@ from typing import Any
 
 from mpft.data.transforms import Perturbation, parse_perturbations, parse_reencode
 from mpft.errors import ConfigError
-from mpft.evaluate.schema import CLEAN
+from mpft.evaluation.schema import CLEAN
 from mpft.precision import precision_device
 from mpft.tam import MASK_STRATEGIES, MaskConfig
 
@@ -69,10 +69,10 @@ def parse_mask(spec: str | None, base: dict[str, Any]) -> MaskConfig | None:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """The options of an evaluation; see :func:`mpft.evaluate.evaluate` for each one's meaning.
+    """The options of an evaluation; see :func:`mpft.evaluation.evaluate` for each one's meaning.
 
     Construction checks them (specs parse, numbers in range) and raises :class:`ConfigError`
-    naming the option, in the order :func:`~mpft.evaluate.evaluate` always checked them.
+    naming the option, in the order :func:`~mpft.evaluation.evaluate` always checked them.
     """
 
     layout: str = "auto"

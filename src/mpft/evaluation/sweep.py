@@ -10,7 +10,7 @@ import logging
 
 from mpft.data.transforms import PRESETS, Perturbation, parse_perturbations
 from mpft.errors import ConfigError
-from mpft.evaluate.schema import CLEAN, Condition, EvalReport
+from mpft.evaluation.schema import CLEAN, Condition, EvalReport
 
 log = logging.getLogger(__name__)
 

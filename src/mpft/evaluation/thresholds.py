@@ -1,7 +1,7 @@
 """Operating points of a score set: TPR at an FPR budget, the calibrated and the oracle threshold.
 
 An image is flagged as generated when ``score >= threshold``, as everywhere in
-:mod:`mpft.evaluate`.
+:mod:`mpft.evaluation`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, roc_curve
 
 from mpft.errors import DataError
-from mpft.evaluate.checks import both_classes, check_rate, validate_inputs
+from mpft.evaluation.checks import both_classes, check_rate, validate_inputs
 
 __all__ = ["best_threshold", "threshold_at_fpr", "tpr_at_fpr"]
 

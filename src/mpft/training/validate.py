@@ -1,5 +1,5 @@
 """Per-epoch validation: the validation images scored as the trained detector will score them, and
-the figures that pick the best epoch, computed by :mod:`mpft.evaluate.metrics` (the code of
+the figures that pick the best epoch, computed by :mod:`mpft.evaluation.metrics` (the code of
 ``mpft eval``)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from mpft.config import DEFAULT_THRESHOLD
 from mpft.data.dataset import ImageDataset
 from mpft.data.samples import Sample
-from mpft.evaluate.metrics import compute_metrics
+from mpft.evaluation.metrics import compute_metrics
 from mpft.inference import score_dataset
 from mpft.model import DetectorModel
 from mpft.training.config import TrainConfig
