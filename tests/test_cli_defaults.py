@@ -1,4 +1,4 @@
-"""`mpft predict` and `mpft serve` options default to what the library defaults to (issue 12 item 3).
+"""`mpft predict`, `mpft serve` and `mpft explain` options default to what the library defaults to (issue 12 item 3).
 
 The train options are checked in tests/test_settings_defaults.py, the eval options in
 tests/evaluation/test_settings.py. Each option is mapped to the library default it fills; a
@@ -15,6 +15,7 @@ import typer.main
 
 from mpft.cli import app
 from mpft.detector import Detector
+from mpft.explain import explain_image, render
 from mpft.serve.settings import MIB, ServeSettings
 
 
@@ -69,9 +70,25 @@ SERVE_INTENDED = {
     "device": "'cpu': a server takes the GPU only when asked (--device cuda / auto)",
 }
 
+EXPLAIN = {
+    "group": (_kwarg_default(explain_image, "group"), lambda v: v),  # None: ~7x7 groups for the grid
+    "dpi": (_kwarg_default(render, "dpi"), lambda v: v),
+    "views": (_kwarg_default(Detector.load, "views"), lambda v: v),
+    "model": (_kwarg_default(Detector.load, "path"), lambda v: v),
+}
+EXPLAIN_INTENDED = {
+    "image": "input: no library default",
+    "out": "None: no PNG unless asked (CLI only)",
+    "method": "'occlusion', the only evidence method: checked by the CLI",
+    "as_json": "output formatting: CLI only",
+    "max_pixels": PREDICT_INTENDED["max_pixels"],
+    "device": PREDICT_INTENDED["device"],
+}
+COMMANDS = {"predict": (PREDICT, PREDICT_INTENDED), "serve": (SERVE, SERVE_INTENDED),
+            "explain": (EXPLAIN, EXPLAIN_INTENDED)}
 
-@pytest.mark.parametrize("command,mapped,intended", [("predict", PREDICT, PREDICT_INTENDED),
-                                                     ("serve", SERVE, SERVE_INTENDED)])
+
+@pytest.mark.parametrize("command,mapped,intended", [(c, *m) for c, m in COMMANDS.items()])
 def test_every_option_is_mapped_or_explained(command, mapped, intended):
     names = set(_params(command))
     assert names == set(mapped) | set(intended), (
@@ -80,7 +97,7 @@ def test_every_option_is_mapped_or_explained(command, mapped, intended):
     )
 
 
-@pytest.mark.parametrize("command,name", [("predict", n) for n in PREDICT] + [("serve", n) for n in SERVE])
+@pytest.mark.parametrize("command,name", [(c, n) for c, (m, _) in COMMANDS.items() for n in m])
 def test_option_default_equals_the_library_default(command, name):
-    want, convert = (PREDICT if command == "predict" else SERVE)[name]
+    want, convert = COMMANDS[command][0][name]
     assert convert(_params(command)[name].default) == want, f"`mpft {command} --{name}` default drifted"
