@@ -6,11 +6,13 @@ keeps the in-process FLOP-count test.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -26,6 +28,12 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                        capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return r
+
+
+def _speedlib(name: str) -> ModuleType:
+    """``benchmarks/speedlib/<name>.py``, the module speed.py takes its measurements from."""
+    load_script("speed")  # puts benchmarks/ on sys.path, as running the script does
+    return importlib.import_module(f"speedlib.{name}")
 
 
 def _measured(stdout: str) -> int:
@@ -77,14 +85,14 @@ def test_json_has_every_section_and_target(first_run):
     assert results["paths/no_grad"]["max_abs_diff"] < 1e-6  # same computation, same numbers
 
     targets = data["targets"]
-    mod = load_script("speed")
-    for tid in mod.TARGETS:
+    target_ids = list(_speedlib("targets").TARGETS)
+    for tid in target_ids:
         assert targets[tid]["status"] in ("PASS", "FAIL", "SKIP"), tid
         assert "not a result" in targets[tid]["note"]
     assert targets["int8_auc"]["status"] == targets["bf16_auc"]["status"] == "SKIP"  # no --model / --auc-data
     assert isinstance(targets["_precisions_kept"]["value"], list)
     assert targets["memory_predict"]["status"] == "PASS"
-    for tid in mod.TARGETS:
+    for tid in target_ids:
         assert re.search(rf"(PASS|FAIL|SKIP)\s+{tid}\b", stdout), tid
 
 
@@ -121,17 +129,17 @@ def test_vit_flops_formula_matches_counted_flops():
 
     from mpft.backbones import load_backbone
 
-    mod = load_script("speed")
+    timing = _speedlib("timing")
     enc = load_backbone("random:tiny")
     # eager attention: torch's counter does not see the CPU SDPA kernel, but counts its two bmm
     enc.model.set_attn_implementation("eager")
-    analytic = mod.encoder_flops(enc)["total"]
+    analytic = timing.encoder_flops(enc)["total"]
     x = torch.randn(2, 3, enc.image_size, enc.image_size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         enc(x)
     counted = counter.get_total_flops() / 2
     assert counted == pytest.approx(analytic, rel=1e-3)
-    b16 = mod.vit_flops(224, 16, 768, 12, 3072, 512)
+    b16 = timing.vit_flops(224, 16, 768, 12, 3072, 512)
     assert b16["total"] / 1e9 == pytest.approx(35.1, abs=0.1)  # ViT-B/16: the usual 17.6 GMACs
 
 
