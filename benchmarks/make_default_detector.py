@@ -42,7 +42,7 @@ import unseen_generators as ug  # noqa: E402
 from mpft.backbones import load_backbone  # noqa: E402
 from mpft.checkpoint import DetectorConfig, save_checkpoint  # noqa: E402
 from mpft.data.images import decode_image  # noqa: E402
-from mpft.data.layouts import list_images  # noqa: E402
+from mpft.data.scan import list_images  # noqa: E402
 from mpft.data.transforms import reencode  # noqa: E402
 from mpft.detector import Detector  # noqa: E402
 from mpft.detectors import DEFAULT_DETECTOR_DIR  # noqa: E402

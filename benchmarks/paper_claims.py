@@ -49,7 +49,9 @@ from PIL import Image
 from mpft.backbones import load_backbone
 from mpft.checkpoint import WEIGHTS_NAME
 from mpft.data.images import decode_image
-from mpft.data.layouts import discover, limit_per_class, list_images
+from mpft.data.layouts import discover
+from mpft.data.samples import limit_per_class
+from mpft.data.scan import list_images
 from mpft.data.transforms import PreprocessPolicy, reencode, to_tensor
 from mpft.detector import Detector
 from mpft.evaluation.metrics import threshold_at_fpr, wilson_interval

@@ -61,7 +61,7 @@ from PIL import Image
 from mpft.backbones import load_backbone
 from mpft.data.dataset import balance_weights
 from mpft.data.images import decode_image
-from mpft.data.layouts import list_images
+from mpft.data.scan import list_images
 from mpft.data.transforms import Augment, PreprocessPolicy, prepare, reencode, resize_shorter
 from mpft.evaluation.metrics import threshold_at_fpr, wilson_interval
 from mpft.fsutil import atomic_file

@@ -44,7 +44,7 @@ PREDICT_INTENDED = {
     "recursive": "folder expansion: CLI only (predict_io.expand_inputs)",
     "band": "None: the checkpoint's band (Decision)",
     "threshold": "None: the checkpoint's threshold (Decision)",
-    "max_pixels": "None: data.images.DEFAULT_MAX_PIXELS, the Detector's own default",
+    "max_pixels": "None: data.limits.DEFAULT_MAX_PIXELS, the Detector's own default",
     "device": "'auto' picks a GPU when there is one; Detector.load defaults to 'cpu' for code that did not ask",
 }
 SERVE = {
@@ -65,7 +65,7 @@ SERVE = {
 SERVE_INTENDED = {
     "host": "network binding: CLI only (loopback by default)",
     "port": "network binding: CLI only",
-    "max_pixels": "None: data.images.DEFAULT_MAX_PIXELS (ServeSettings' default)",
+    "max_pixels": "None: data.limits.DEFAULT_MAX_PIXELS (ServeSettings' default)",
     "workers_threads": "None: torch's own thread count",
     "device": "'cpu': a server takes the GPU only when asked (--device cuda / auto)",
 }

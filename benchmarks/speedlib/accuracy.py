@@ -26,7 +26,7 @@ def measure_auc(ckpt: Path, data: Path, limit: int, workers: int, precision: str
     from sklearn.metrics import roc_auc_score
 
     from mpft.data.dataset import ImageDataset
-    from mpft.data.layouts import limit_per_class
+    from mpft.data.samples import limit_per_class
     from mpft.detector import Detector
     from mpft.evaluation.inputs import resolve_eval_data
     from mpft.inference import score_dataset

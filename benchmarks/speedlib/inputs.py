@@ -30,7 +30,7 @@ def _synthetic(folder: Path, n: int, size: tuple[int, int], seed: int) -> list[P
 def image_set(folder: Path | None, n: int, *, fallback_size: tuple[int, int], scratch: Path, name: str,
               ) -> tuple[list[Path], str]:
     """The first ``n`` images of ``folder`` (sorted, recursive), or synthetic ones when it is absent."""
-    from mpft.data.layouts import list_images
+    from mpft.data.scan import list_images
 
     if folder is not None and folder.is_dir():
         files = sorted(list_images(folder, recursive=True))

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from mpft.checkpoint import WEIGHTS_NAME, DetectorConfig, load_checkpoint
-from mpft.data.images import DEFAULT_MAX_PIXELS, DecodedImage
+from mpft.data.images import DecodedImage
+from mpft.data.limits import DEFAULT_MAX_PIXELS
 from mpft.data.transforms import PreprocessPolicy
 from mpft.decision import VERDICTS, Decision, normalise_thresholds  # noqa: F401  (VERDICTS: public here too)
 from mpft.detectors import DEFAULT_DETECTOR_DIR

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mpft.data.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
+from mpft.data.images import DecodedImage, decode_image
+from mpft.data.limits import DEFAULT_MAX_PIXELS
 from mpft.data.transforms import PreprocessPolicy, draft_side, resize_shorter
 from mpft.precision import autocast_for, model_precision
 from mpft.tam import apply_mask

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from mpft.data.dataset import BalancedSampler, ImageDataset, balance_weights
-from mpft.data.layouts import Sample
+from mpft.data.samples import Sample
 from mpft.data.transforms import Augment, PreprocessPolicy, prepare
 from mpft.errors import ConfigError
 from tests.kit import write_image

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mpft.data.dataset import Batch, ImageDataset, collate, make_loader
-from mpft.data.layouts import FAKE, REAL, Sample
+from mpft.data.samples import FAKE, REAL, Sample
 from mpft.data.transforms import Augment, Perturbation, PreprocessPolicy
 from mpft.errors import ConfigError
 from tests.kit import write_image

@@ -329,16 +329,3 @@ def test_probe_image_applies_the_decode_size_rule_without_decoding(tmp_path: Pat
     assert probe_image(path) == (2000, 1500)
     with pytest.raises(ImageDecodeError, match="not an image"):
         probe_image(b"hello")
-
-
-def test_names_that_moved_out_of_images_are_still_importable_from_it() -> None:
-    """Sniffing, the size rule and probe_image moved to their own modules (issue 12): the old
-    import path gives the same objects."""
-    from mpft.data import images, limits, sniff
-
-    assert images.probe_image is limits.probe_image
-    assert images.DEFAULT_MAX_PIXELS == limits.DEFAULT_MAX_PIXELS == 64_000_000
-    assert images.is_image_file is sniff.is_image_file
-    assert images.sniff_image_type is sniff.sniff_image_type
-    assert images.ImageDecodeError is ImageDecodeError
-    assert set(images.__all__) <= set(dir(images))

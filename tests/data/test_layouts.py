@@ -293,16 +293,3 @@ def test_cifake_shared_data(data_root: Path) -> None:
     assert len(spaced) == 4
     for x in spaced:
         assert decode_image(x.path).image.size == (32, 32)
-
-
-def test_names_that_moved_out_of_layouts_are_still_importable_from_it() -> None:
-    """Sample, its subsets and the folder scan moved to their own modules (issue 12): the old
-    import path gives the same objects, not copies."""
-    from mpft.data import layouts, samples, scan
-
-    for name in ("FAKE", "REAL", "Sample", "balanced_subset", "limit_per_class", "require_both_classes",
-                 "summarize"):
-        assert getattr(layouts, name) is getattr(samples, name)
-    for name in ("FolderScan", "IMAGE_SUFFIXES", "list_images", "log_skipped", "scan_folder"):
-        assert getattr(layouts, name) is getattr(scan, name)
-    assert set(layouts.__all__) <= set(dir(layouts))

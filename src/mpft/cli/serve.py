@@ -88,7 +88,7 @@ def serve_cmd(
     import uvicorn
 
     from mpft.checkpoint import read_config
-    from mpft.data.images import DEFAULT_MAX_PIXELS
+    from mpft.data.limits import DEFAULT_MAX_PIXELS
     from mpft.detector import Detector
     from mpft.detectors import DEFAULT_DETECTOR_DIR
     from mpft.errors import CheckpointError, ConfigError

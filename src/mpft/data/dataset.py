@@ -1,4 +1,4 @@
-"""A torch Dataset over :class:`~mpft.data.layouts.Sample` lists that never crashes an epoch.
+"""A torch Dataset over :class:`~mpft.data.samples.Sample` lists that never crashes an epoch.
 
 An image that cannot be decoded becomes an error entry (``pixels`` None, ``error`` the
 reason); :func:`collate` drops it from the batch and reports it in ``Batch.errors``.
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mpft.data.images import DEFAULT_MAX_PIXELS, decode_image
+from mpft.data.images import decode_image
+from mpft.data.limits import DEFAULT_MAX_PIXELS
 from mpft.data.samples import Sample
 from mpft.data.transforms import (
     Augment,

@@ -8,8 +8,7 @@ same way, in training, evaluation and the server.
 This module turns a source (path, bytes, PIL image) into loaded pixels: input checks, frame
 choice, strict loading, EXIF orientation. It leans on :mod:`mpft.data.sniff` (regular files
 only), :mod:`mpft.data.limits` (the size rule and reduced-scale JPEG decoding, ``probe_image``)
-and :mod:`mpft.data.modes` (mode -> RGB); their public names are re-exported here, where
-callers have always found them.
+and :mod:`mpft.data.modes` (mode -> RGB); import their names from them (one path for each).
 """
 
 from __future__ import annotations
@@ -33,27 +32,19 @@ from mpft.data.limits import (
     open_header,
     over_pillow_limit,
     pillow_limit_lifted,
-    probe_image,
 )
 from mpft.data.modes import to_rgb
 from mpft.data.sniff import (
-    is_image_file,
     not_regular_reason,
     open_failures_as_decode_errors,
     open_regular,
-    sniff_image_type,
 )
 from mpft.errors import ImageDecodeError
 from mpft.fsutil import link_problem, special_file_kind
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS",
     "DecodedImage",
-    "ImageDecodeError",
     "decode_image",
-    "is_image_file",
-    "probe_image",
-    "sniff_image_type",
 ]
 
 _EXIF_ORIENTATION = 0x0112

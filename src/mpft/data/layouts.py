@@ -21,49 +21,19 @@ import os
 from pathlib import Path
 
 from mpft.data.csvlist import read_csv_samples
-
-# Sample, the subsets and the scan helpers lived here first and are imported from here by the
-# training and evaluation code, the benchmarks and the tests: re-exported, one definition each.
-from mpft.data.samples import (
-    FAKE,
-    REAL,
-    Sample,
-    balanced_subset,
-    limit_per_class,
-    require_both_classes,
-    summarize,
-)
-from mpft.data.scan import (
-    IMAGE_SUFFIXES,
-    FolderScan,
-    list_images,
-    list_subdirs,
-    log_skipped,
-    scan_folder,
-)
+from mpft.data.samples import FAKE, REAL, Sample
+from mpft.data.scan import list_images, list_subdirs
 from mpft.errors import ConfigError, DataError
 
 __all__ = [
-    "FAKE",
-    "FolderScan",
-    "IMAGE_SUFFIXES",
     "LAYOUTS",
-    "REAL",
-    "Sample",
     "SPLIT_NAMES",
-    "balanced_subset",
     "dataset_splits",
     "detect_layout",
     "discover",
     "has_splits",
-    "limit_per_class",
-    "list_images",
-    "log_skipped",
-    "require_both_classes",
-    "scan_folder",
     "single_class",
     "split_folders",
-    "summarize",
 ]
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import numpy as np
 
 from mpft.checkpoint import DetectorConfig
 from mpft.config import DEFAULT_THRESHOLD
-from mpft.data.layouts import Sample
+from mpft.data.samples import Sample
 from mpft.errors import DataError
 from mpft.evaluation.scoring import Scored, strip_source
 from mpft.evaluation.settings import EvalSettings

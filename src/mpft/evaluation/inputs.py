@@ -14,16 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from mpft.checkpoint import CONFIG_NAME
-from mpft.data.layouts import (
-    FAKE,
-    REAL,
-    Sample,
-    dataset_splits,
-    detect_layout,
-    discover,
-    limit_per_class,
-    single_class,
-)
+from mpft.data.layouts import FAKE, REAL, dataset_splits, detect_layout, discover, single_class
+from mpft.data.samples import Sample, limit_per_class
 from mpft.errors import CheckpointError, DataError
 from mpft.evaluation.groups import resolve_real_pool
 from mpft.evaluation.settings import EvalSettings

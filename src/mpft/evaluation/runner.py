@@ -27,7 +27,7 @@ import torch
 
 from mpft.config import DEFAULT_THRESHOLD
 from mpft.data.dataset import ImageDataset
-from mpft.data.layouts import Sample, summarize
+from mpft.data.samples import Sample, summarize
 from mpft.errors import DataError
 from mpft.evaluation.calibration import calibrate
 from mpft.evaluation.inputs import EvalInputs, gather_inputs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mpft.data.images import DEFAULT_MAX_PIXELS
+from mpft.data.limits import DEFAULT_MAX_PIXELS
 from mpft.errors import ConfigError
 
 MIB = 1024 * 1024

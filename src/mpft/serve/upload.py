@@ -15,7 +15,9 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from mpft.data.images import ImageDecodeError, probe_image, sniff_image_type
+from mpft.data.limits import probe_image
+from mpft.data.sniff import sniff_image_type
+from mpft.errors import ImageDecodeError
 
 __all__ = [
     "UploadAborted",
