@@ -184,10 +184,8 @@ def tiny_checkpoint(
     import torch
 
     from mpft.backbones import load_backbone
-    from mpft.checkpoint import DetectorConfig, save_checkpoint
-    from mpft.data.transforms import PreprocessPolicy
+    from mpft.checkpoint import save_checkpoint
     from mpft.model import TuneConfig, create_model
-    from mpft.tam import MaskConfig
 
     enc = load_backbone("random:tiny")  # loaded before seeding, as the golden scores were made
     with torch.random.fork_rng(devices=[]):
@@ -195,15 +193,24 @@ def tiny_checkpoint(
         model = create_model(enc, TuneConfig(strategy, layers=layers))
         if head_std is not None:
             torch.nn.init.normal_(model.head.weight, std=head_std)
-    cfg = DetectorConfig(
+    return save_checkpoint(path, model, tiny_config(model, views=views))
+
+
+def tiny_config(model, *, views: dict | None = None):
+    """The ``DetectorConfig`` of a ``random:tiny`` model as ``mpft train`` would write it (the backbone
+    sets the input size, so ``preprocess`` only says: crop, do not resize)."""
+    from mpft.checkpoint import DetectorConfig
+    from mpft.data.transforms import PreprocessPolicy
+    from mpft.tam import MaskConfig
+
+    return DetectorConfig(
         backbone="random:tiny",
-        backbone_sha256=enc.weights_sha256,
+        backbone_sha256=model.encoder.weights_sha256,
         tune=model.tune.to_dict(),
         mask=MaskConfig().to_dict(),
-        preprocess=PreprocessPolicy(size=32).to_dict(),
+        preprocess=PreprocessPolicy().to_dict(),
         views=dict(views or {}),
     )
-    return save_checkpoint(path, model, cfg)
 
 
 def load_script(name: str) -> ModuleType:

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from mpft.checkpoint import load_checkpoint, read_config, update_config
 from mpft.errors import CheckpointError
-from tests.kit import tiny_checkpoint
+from tests.kit import tiny_checkpoint, tiny_config
 
 
 @pytest.fixture
@@ -22,10 +22,8 @@ def ckpt(tmp_path):
 def test_saved_checkpoint_reloads_the_in_memory_model(tmp_path, strategy):
     """The loaded tensors and scores are those of the model that was saved, not of another load."""
     from mpft.backbones import load_backbone
-    from mpft.checkpoint import DetectorConfig, save_checkpoint
-    from mpft.data.transforms import PreprocessPolicy
+    from mpft.checkpoint import save_checkpoint
     from mpft.model import TuneConfig, create_model
-    from mpft.tam import MaskConfig
 
     enc = load_backbone("random:tiny")
     torch.manual_seed(1)
@@ -34,14 +32,7 @@ def test_saved_checkpoint_reloads_the_in_memory_model(tmp_path, strategy):
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)
-    cfg = DetectorConfig(
-        backbone="random:tiny",
-        backbone_sha256=enc.weights_sha256,
-        tune=model.tune.to_dict(),
-        mask=MaskConfig().to_dict(),
-        preprocess=PreprocessPolicy(size=32).to_dict(),
-    )
-    ckpt = save_checkpoint(tmp_path / "ck", model, cfg)
+    ckpt = save_checkpoint(tmp_path / "ck", model, tiny_config(model))
 
     loaded, loaded_cfg = load_checkpoint(ckpt)
     want, got = model.trainable_state_dict(), loaded.trainable_state_dict()
