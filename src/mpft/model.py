@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from mpft.backbones import DEFAULT_BACKBONE, load_backbone
 from mpft.backbones.encoder import ClipEncoder
 from mpft.config import from_dict
 from mpft.errors import ConfigError
@@ -168,7 +169,9 @@ def block_features(cls_tokens: torch.Tensor) -> torch.Tensor:
     return normed.flatten(1)
 
 
-def create_model(backbone: str | ClipEncoder = "clip-vit-b16", tune: TuneConfig | dict | None = None) -> DetectorModel:
+def create_model(
+    backbone: str | ClipEncoder = DEFAULT_BACKBONE, tune: TuneConfig | dict | None = None
+) -> DetectorModel:
     """The one factory of detector networks (training, checkpoint loading, tests, benchmarks).
 
     backbone: a spec for :func:`mpft.backbones.load_backbone` (``"clip-vit-b16"``, ``"random:tiny"``,
@@ -182,8 +185,6 @@ def create_model(backbone: str | ClipEncoder = "clip-vit-b16", tune: TuneConfig 
     elif isinstance(tune, dict):
         tune = TuneConfig.from_dict(tune)
     if isinstance(backbone, str):
-        from mpft.backbones import load_backbone
-
         encoder = load_backbone(backbone)
     else:
         encoder = backbone if tune.strategy == "linear" else copy.deepcopy(backbone)
