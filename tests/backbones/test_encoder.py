@@ -87,6 +87,10 @@ def test_geometry(tiny):
         4,
     )
     assert tiny.embed_dim == 16
+    # the input contract the preprocessing, TAM's grid and normalisation read
+    from mpft.backbones import CLIP_MEAN, CLIP_STD, InputContract
+
+    assert tiny.input_contract == InputContract(32, 8, CLIP_MEAN, CLIP_STD)
 
 
 @pytest.mark.slow

@@ -35,10 +35,6 @@ class InputContract:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
-    def to_dict(self) -> dict:
-        return {"image_size": self.image_size, "patch_size": self.patch_size,
-                "mean": list(self.mean), "std": list(self.std)}
-
 
 @dataclass
 class EncoderOutput:
