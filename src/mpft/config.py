@@ -37,3 +37,13 @@ def field_default(cls: type, name: str) -> Any:
                 return f.default_factory()
             raise ConfigError(f"{cls.__name__}.{name} has no default")
     raise ConfigError(f"{cls.__name__} has no field {name!r}")
+
+
+def kwarg_default(fn: Any, name: str) -> Any:
+    """The default of keyword parameter ``name`` of ``fn``: a CLI option that fills it takes this."""
+    import inspect
+
+    param = inspect.signature(fn).parameters.get(name)
+    if param is None or param.default is inspect.Parameter.empty:
+        raise ConfigError(f"{getattr(fn, '__qualname__', fn)} has no parameter {name!r} with a default")
+    return param.default
