@@ -18,7 +18,7 @@ from mpft.data.layouts import (
 from mpft.data.samples import FAKE, REAL, Sample, balanced_subset, limit_per_class, require_both_classes, summarize
 from mpft.data.scan import list_images, scan_folder
 from mpft.errors import ConfigError, DataError
-from tests.kit import fill_folder, write_image
+from tests.kit import fill_folder, require, write_image
 
 ODD_NAMES = ["1000 (6).jpg", "a.b.c.png", "plain.png"]
 
@@ -283,8 +283,7 @@ def test_limit_per_class() -> None:
 
 def test_cifake_shared_data(data_root: Path) -> None:
     root = data_root / "cifake_sd14"
-    if not root.is_dir():
-        pytest.skip("cifake_sd14 not in shared data")
+    require(root.is_dir(), f"{root}", "the shared data folder lacks cifake_sd14")
     samples = discover(root, split="train")
     assert all(s.generator == "cifake_sd14" for s in samples[:10])
     s = summarize(samples)
