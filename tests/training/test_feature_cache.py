@@ -185,3 +185,25 @@ def test_cached_features_equal_the_models_head_inputs(tree, tmp_path):
     torch.testing.assert_close(feats[1], want, rtol=0, atol=1e-6)
     stored = np.load(next(Path(report.folder).glob("*.npy")))
     assert stored.shape == (2, model.head.in_features) and stored.dtype == np.float32
+
+
+def test_a_resumed_cached_run_ends_where_an_uninterrupted_one_does(tree, tmp_path, monkeypatch):
+    import mpft.training.loop as loop
+
+    whole = train(_cfg(tree, tmp_path / "whole", epochs=3))
+    real_save = loop.save_resume_state
+
+    def save_then_stop(*args, **kwargs):  # the run is killed right after its first epoch is saved
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_resume_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tree, tmp_path / "parts", epochs=3))
+    monkeypatch.setattr(loop, "save_resume_state", real_save)
+    resumed = train(_cfg(tree, tmp_path / "parts", epochs=3, resume=True))
+    for k, v in _head(tmp_path / "whole").items():
+        assert torch.equal(v, _head(tmp_path / "parts")[k])
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
+    record = json.loads((tmp_path / "parts" / "last" / "config.json").read_text())["training"]["feature_cache"]
+    assert record["extracted"] == 0  # the resumed run read the features the first part computed
