@@ -207,3 +207,21 @@ def test_a_resumed_cached_run_ends_where_an_uninterrupted_one_does(tree, tmp_pat
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in whole.history]
     record = json.loads((tmp_path / "parts" / "last" / "config.json").read_text())["training"]["feature_cache"]
     assert record["extracted"] == 0  # the resumed run read the features the first part computed
+
+
+def test_every_recorded_setting_has_an_option_that_repeats_it():
+    """A new TrainConfig field needs an `mpft train` option (cli.train._FIELDS), or --config CHECKPOINT
+    would silently repeat the run with its default."""
+    import dataclasses
+
+    from mpft.cli import train as cli_train
+
+    covered = {(cli_train._SECTIONS[cls], name) for cls, name, _ in cli_train._FIELDS.values()}
+    covered |= set(cli_train._FIXED)
+    not_settings = {(None, "resume"), (None, "command"), ("preprocess", "size"), ("tune", "lora_alpha")}
+    for cls, section in cli_train._SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            if cls is TrainConfig and f.name in ("tune", "mask", "preprocess", "augment"):
+                continue
+            key = (section, f.name)
+            assert key in covered or key in not_settings, f"setting {key} has no `mpft train` option"
