@@ -69,8 +69,14 @@ def test_a_shared_cache_is_reused_and_keyed_by_the_settings(tree, tmp_path):
     record = json.loads((tmp_path / "b" / "last" / "config.json").read_text())["training"]["feature_cache"]
     assert (record["reused"], record["extracted"]) == (12, 0)
     assert len(list(shared.iterdir())) == 1
+    # other feature blocks read the same stored CLS tokens (a depth comparison extracts once)
+    train(_cfg(tree, tmp_path / "d", feature_cache=str(shared), tune=TuneConfig("linear", feature_blocks=(2,))))
+    record = json.loads((tmp_path / "d" / "last" / "config.json").read_text())["training"]["feature_cache"]
+    assert (record["reused"], record["extracted"]) == (12, 0)
     train(_cfg(tree, tmp_path / "c", feature_cache=str(shared), train_views=2))  # other views: other features
     assert len(list(shared.iterdir())) == 2
+    train(_cfg(tree, tmp_path / "e", feature_cache=str(shared), tune=TuneConfig("linear")))  # the embedding
+    assert len(list(shared.iterdir())) == 3
 
 
 def test_the_views_are_fixed_per_seed_and_a_draw_takes_one_of_them(tree):
@@ -184,7 +190,8 @@ def test_cached_features_equal_the_models_head_inputs(tree, tmp_path):
         want = model.features(model.encoder.normalize(ds.fixed_views(1)["pixels"].float() / 255))
     torch.testing.assert_close(feats[1], want, rtol=0, atol=1e-6)
     stored = np.load(next(Path(report.folder).glob("*.npy")))
-    assert stored.shape == (2, model.head.in_features) and stored.dtype == np.float32
+    enc = model.encoder
+    assert stored.shape == (2, enc.num_layers, enc.width) and stored.dtype == np.float32  # every block's CLS
 
 
 def test_a_resumed_cached_run_ends_where_an_uninterrupted_one_does(tree, tmp_path, monkeypatch):

@@ -9,9 +9,14 @@ draw takes the features of the view the pixel loop would have cropped
 point of batching (a view's features are computed in another batch): the heads agree to float32
 rounding (tests/training/test_feature_cache.py).
 
+What is stored is what any choice of feature blocks needs: with ``--feature-blocks`` the CLS tokens
+of every block (V, L, D), from which a run takes its blocks and layer-normalises them as the model
+does (:func:`mpft.model.block_features`), so runs that compare depths (blocks 6-7, 6-12, ...) share
+one extraction; without, the final embedding (V, E).
+
 On disk, ``DIR/<settings hash>/`` holds ``identity.json`` (what the features depend on: backbone
-and its weights, feature blocks, preprocessing, augmentation, seed, views, precision) and one
-``<image hash>.npy`` (V, F) float32 per image, keyed by the file's path, size and mtime. Each file
+and its weights, which features, preprocessing, augmentation, seed, views, precision) and one
+``<image hash>.npy`` float32 per image, keyed by the file's path, size and mtime. Each file
 is written atomically, so an interrupted extraction resumes where it stopped, and runs that share
 these settings (benchmark folds on subsets of the same images) share the files.
 """
@@ -32,15 +37,16 @@ from tqdm import tqdm
 
 from mpft.data.dataset import ImageDataset, chosen_view, collate
 from mpft.fsutil import atomic_file, atomic_write_text
-from mpft.model import DetectorModel
+from mpft.model import DetectorModel, block_features
 from mpft.precision import autocast_for
 
-__all__ = ["CACHE_VERSION", "CacheReport", "FeatureDataset", "cache_identity", "cached_features", "image_key"]
+__all__ = ["CACHE_VERSION", "CacheReport", "FeatureDataset", "cache_identity", "cached_features", "head_inputs",
+           "image_key"]
 
 log = logging.getLogger(__name__)
 
 # raise when what a stored feature means changes: older folders are then never read
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 # views per backbone forward pass during extraction (memory, not results: each view is independent)
 _VIEWS_PER_FORWARD = 32
 
@@ -66,7 +72,8 @@ def cache_identity(dataset: ImageDataset, model: DetectorModel, backbone: str, p
         "version": CACHE_VERSION,
         "backbone": backbone,
         "backbone_sha256": model.encoder.weights_sha256,
-        "feature_blocks": list(model.tune.feature_blocks),
+        # every block's CLS serves any --feature-blocks; the embedding is a different feature
+        "features": "cls-of-every-block" if model.tune.feature_blocks else "embedding",
         "preprocess": dataset.policy.to_dict(),
         "augment": dataset.augment.to_dict() if dataset.augment is not None else None,
         "seed": dataset.seed,
@@ -111,12 +118,25 @@ class _FixedViews(Dataset):
 
 
 @torch.inference_mode()
-def _head_inputs(model: DetectorModel, pixels: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
-    """(B, 3, S, S) uint8 -> (B, F) float32: what the model's head reads, computed as its forward does."""
-    x = pixels.to(device).float().div_(255.0)
+def _stored_features(model: DetectorModel, pixels: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    """(B, 3, S, S) uint8 -> what the cache stores: (B, L, D) CLS of every block, or (B, E) embeddings."""
+    x = model.encoder.normalize(pixels.to(device).float().div_(255.0))
     with autocast_for(device, precision):
-        feats = model.features(model.encoder.normalize(x))
+        if model.tune.feature_blocks:
+            feats = model.encoder.block_cls(x, tuple(range(1, model.encoder.num_layers + 1)))
+        else:
+            feats = model.features(x)
     return feats.float().cpu()
+
+
+def head_inputs(stored: torch.Tensor, feature_blocks: tuple[int, ...]) -> torch.Tensor:
+    """Stored features (N, V, L, D) or (N, V, E) -> the head's inputs (N, V, F), as the model's forward
+    makes them: the chosen blocks' CLS, each layer-normalised without parameters, concatenated."""
+    if not feature_blocks:
+        return stored
+    n, v = stored.shape[:2]
+    picked = stored[:, :, [b - 1 for b in feature_blocks]]
+    return block_features(picked.flatten(0, 1)).view(n, v, -1)
 
 
 def cached_features(
@@ -132,7 +152,7 @@ def cached_features(
 ) -> tuple[torch.Tensor, dict[int, str], CacheReport]:
     """The head inputs of every fixed view of ``dataset``'s images, from the cache or computed into it.
 
-    Returns (features (N, V, F) float32, {index: reason} of images that failed to decode, report).
+    Returns (head inputs (N, V, F) float32, {index: reason} of images that failed to decode, report).
     """
     t0 = time.perf_counter()
     folder = cache_folder(root, cache_identity(dataset, model, backbone, precision))
@@ -142,7 +162,7 @@ def cached_features(
     for i, f in enumerate(files):
         if f.is_file():
             arr = np.load(f, allow_pickle=False)
-            if arr.shape[0] == v:
+            if arr.shape[0] == v:  # anything else is a damaged file: computed again
                 feats[i] = arr
     todo = [i for i in range(n) if feats[i] is None]
     errors: dict[int, str] = {}
@@ -157,7 +177,8 @@ def cached_features(
             for idx, reason in batch.errors:
                 errors[idx] = reason
             if len(batch):
-                out = _head_inputs(model, batch.pixels, device, precision).view(len(batch), v, -1).numpy()
+                out = _stored_features(model, batch.pixels, device, precision)
+                out = out.view(len(batch), v, *out.shape[1:]).numpy()
                 for row, idx in enumerate(batch.indices.tolist()):
                     feats[idx] = out[row]
                     with atomic_file(files[idx]) as tmp, open(tmp, "wb") as fh:
@@ -165,11 +186,12 @@ def cached_features(
             bar.update(len(batch) + len(batch.errors))
         bar.close()
         model.train(was_training)
-    width = next((a.shape[1] for a in feats if a is not None), 0)
-    table = torch.zeros((n, v, width), dtype=torch.float32)
+    shape = next((a.shape[1:] for a in feats if a is not None), (0,))
+    table = torch.zeros((n, v, *shape), dtype=torch.float32)
     for i, a in enumerate(feats):
         if a is not None:
             table[i] = torch.from_numpy(a)
+    table = head_inputs(table, model.tune.feature_blocks)
     report = CacheReport(str(folder), n - len(todo), len(todo) - len(errors), len(errors), time.perf_counter() - t0)
     log.info("feature cache: %s", json.dumps(report.to_dict()))
     return table, errors, report
