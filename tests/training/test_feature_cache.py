@@ -232,3 +232,8 @@ def test_every_recorded_setting_has_an_option_that_repeats_it():
                 continue
             key = (section, f.name)
             assert key in covered or key in not_settings, f"setting {key} has no `mpft train` option"
+
+
+def test_config_of_a_checkpoint_without_training_settings_says_so(tmp_path, tiny_ckpt, capsys):
+    assert main(["train", "--config", str(tiny_ckpt), "--out", str(tmp_path / "x")]) == 2
+    assert "records no training settings" in capsys.readouterr().err

@@ -107,6 +107,11 @@ def config_option(from_checkpoint: Callable[[dict], dict[str, Any]] | None = Non
         settings = recorded_settings(data) if from_checkpoint is not None else None
         if settings is not None:
             values = from_checkpoint(settings)
+        elif from_checkpoint is not None and isinstance(data, dict) and "backbone_sha256" in data:
+            raise ConfigError(
+                f"--config: the checkpoint {path} records no training settings (training.settings): it was not "
+                "trained by `mpft train`, so there is no run to repeat"
+            )
         else:
             values = _option_values(data, path, option_keys(ctx.command.params), ctx.command.name or "")
         ctx.default_map = {**(ctx.default_map or {}), **values}
