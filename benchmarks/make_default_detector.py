@@ -1,22 +1,28 @@
 """Train, calibrate and package mpft's shipped default detector, with the recipe that won the
-unseen-generator benchmark (benchmarks/unseen_generators.py, docs/benchmarks.md).
+unseen-generator benchmark (benchmarks/unseen_generators.py, docs/benchmarks.md). A thin wrapper:
+the training is ``mpft train`` itself (the library's ``train()``), whose command line this script
+records in the detector's ``config.json`` (``training.command``); the script adds the data split and
+the threshold calibration.
 
 Recipe: frozen CLIP ViT-B/16; the CLS tokens of blocks ``--blocks`` (parameter-free layer norm each)
-feed one linear head (``--tune linear --feature-blocks``); training views augmented identically for
-both classes (``unseen_generators.TRAIN_AUGMENT``: random downscale, mild blur, JPEG q65-100,
-native-resolution crop, flip); each generator family and each real source gets an equal share of
-its class (``--balance generator``); inference scores ``--views`` and combines them by mean logit.
+feed one linear head (``--tune linear --feature-blocks``); ``--train-views`` augmented views per
+image, identical augmentation for both classes (``unseen_generators.TRAIN_AUGMENT``: random
+downscale, mild blur, JPEG q65-100, native-resolution crop, flip), their frozen features computed
+once (the feature cache of ``mpft train``); each generator family and each real source gets an equal
+share of its class (``--balance generator``); inference scores ``--views`` and combines them by mean
+logit.
 
-Data (all from ../shared/data): every ``native.csv`` family except ``--holdout`` (kept out so that
-README command 1 shows images the detector never saw), the ``comfyui_t2i`` thumbnails, camera photos
-and ``--imagenet`` ImageNet photos. A seeded 20% of the camera and ImageNet photos is held back:
-two thirds calibrate the threshold, one third measures the false-positive rate.
+Data (all from ../shared/data): the data arguments ``native.csv``, ``comfyui_t2i`` and
+``imagenet_samples``, minus ``--exclude CACHE/held-out.csv``: the ``--holdout`` families (kept out so
+that README command 1 shows images the detector never saw), the ImageNet photos beyond the seeded
+``--imagenet``, and a seeded 20% of the camera and ImageNet photos: two thirds calibrate the
+threshold, one third measures the false-positive rate.
 
 Threshold: 5% false positives on the calibration photos after the team's normalisation (JPEG q95,
 both classes alike in every measurement below), scored through ``Detector.predict`` (fp32, the
-shipped views): the real inference path, not the feature cache.
+shipped views): the real inference path.
 
-    python benchmarks/make_default_detector.py                 # ~25 min on a 2-core CPU (resumable cache)
+    python benchmarks/make_default_detector.py                 # the shipped detector (resumable feature cache)
     python benchmarks/make_default_detector.py --quick --out /tmp/det   # random:tiny, seconds (tests)
 """
 
@@ -40,14 +46,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import unseen_generators as ug  # noqa: E402
 from mpft.backbones import load_backbone  # noqa: E402
-from mpft.checkpoint import DetectorConfig, save_checkpoint  # noqa: E402
+from mpft.checkpoint import update_config  # noqa: E402
 from mpft.data.images import decode_image  # noqa: E402
 from mpft.data.scan import list_images  # noqa: E402
 from mpft.data.transforms import reencode  # noqa: E402
 from mpft.detector import Detector  # noqa: E402
 from mpft.detectors import DEFAULT_DETECTOR_DIR  # noqa: E402
 from mpft.evaluation.metrics import threshold_at_fpr, wilson_interval  # noqa: E402
-from mpft.model import TuneConfig, create_model  # noqa: E402
+from mpft.model import TuneConfig  # noqa: E402
 from mpft.tam import MaskConfig  # noqa: E402
 from mpft.views import parse_views  # noqa: E402
 
@@ -111,82 +117,81 @@ def rate(k: int, n: int) -> dict:
     return {"k": k, "n": n, "rate": k / n if n else None, "ci95": [lo, hi]}
 
 
+def held_out_csv(path: Path, data: list[Path], train_paths: set[str]) -> Path:
+    """Write ``path``: every image of the data arguments that is not a training image (``--exclude``)."""
+    from mpft.data.layouts import discover
+
+    everything = sorted({str(s.path) for root in data for s in discover(root)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path"])
+        w.writerows([p] for p in everything if p not in train_paths)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_DETECTOR_DIR)
-    ap.add_argument("--cache", type=Path, default=REPO / "runs" / "default-detector")
+    ap.add_argument("--cache", type=Path, default=REPO / "runs" / "default-detector",
+                    help="run folder: the split, the held-out list, the mpft train run and its feature cache")
     ap.add_argument("--blocks", default="6-12", help="feature blocks (1-based), e.g. 6-12 or 1-12")
     ap.add_argument("--views", default="grid:2+whole", help="the shipped views (docs/benchmarks.md)")
     ap.add_argument("--holdout", nargs="*", default=["sd3"], help="native.csv families kept out of training")
     ap.add_argument("--imagenet", type=int, default=400, help="ImageNet photos used (before the held-back 20%%)")
     ap.add_argument("--train-views", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=3)
+    # 48 passes over the images at batch 32: as many draws as the recipe's earlier side script made
+    # (3 x 4 passes over 4 views per image)
+    ap.add_argument("--epochs", type=int, default=48)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target-fpr", type=float, default=0.05)
     ap.add_argument("--band", type=float, default=0.05)
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="bf16",
-                    help="of the training features (the benchmark's; inference and calibration run fp32)")
+                    help="of the cached training features (inference and calibration run fp32)")
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="random:tiny backbone and a few images (tests)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     t_start = time.perf_counter()
-    from mpft.cli.train import parse_blocks
+    from mpft.cli.train import parse_blocks, train_command
+    from mpft.training import TrainConfig, train
 
     blocks = parse_blocks(args.blocks)
     spec = "random:tiny" if args.quick else "clip-vit-b16"
-    enc = load_backbone(spec).eval()
     if args.quick:
-        blocks = tuple(b for b in blocks if b <= enc.num_layers) or (enc.num_layers,)
+        layers = load_backbone(spec).num_layers
+        blocks = tuple(b for b in blocks if b <= layers) or (layers,)
     items, split = items_and_split(args.imagenet, tuple(args.holdout), args.seed, args.quick)
-    train_idx = split["train"]
+    train_items = [items[i] for i in split["train"]]
     log.info("%d training images (%d generated); %d calibration and %d test photos; %d held-out generated",
-             len(train_idx), sum(items[i].label for i in train_idx), len(split["calib"]), len(split["test_real"]),
+             len(train_items), sum(it.label for it in train_items), len(split["calib"]), len(split["test_real"]),
              len(split["held_gen"]))
-
-    # frozen features of augmented training views (resumable cache), then the head
-    import hashlib
-
-    ident = hashlib.sha256(json.dumps([spec, [items[i].path for i in train_idx], args.train_views, args.precision,
-                                       ug.TRAIN_AUGMENT.to_dict()]).encode()).hexdigest()[:12]
-    root = args.cache / f"features-{ident}"
-    train_items = [items[i] for i in train_idx]
-    store = ug.extract(train_items, enc, root, args.train_views, None, args.precision, conditions={})["train"]
-    labels = np.array([it.label for it in train_items])
-    weights = ug.sample_weights(train_items, np.arange(len(train_items)))
-    method = ug.Method("shipped", "probe", blocks=blocks, epochs=args.epochs)
-    feats = ug._probe_features(store, np.arange(len(train_items)), blocks)
-    head = ug.train_probe(feats, labels, weights, method, args.seed)
+    data = [DATA / "native.csv", DATA / "comfyui_t2i", DATA / "imagenet_samples"]
+    held = held_out_csv(args.cache / "held-out.csv", data, {it.path for it in train_items})
+    cfg = TrainConfig(
+        data=[str(d) for d in data], out=str(args.cache / "run"), exclude=(str(held),), validate=False,
+        backbone=spec, tune=TuneConfig(strategy="linear", feature_blocks=blocks), mask=MaskConfig(strategy="none"),
+        augment=ug.TRAIN_AUGMENT, balance="generator", views=parse_views(args.views), train_views=args.train_views,
+        feature_cache=str(args.cache / "features"), feature_precision=args.precision, epochs=args.epochs,
+        batch_size=args.batch_size, seed=args.seed, workers=args.workers, device="cpu",
+    )
+    cfg.command = train_command(cfg)
+    log.info("training: %s", cfg.command)
+    result = train(cfg)
     t_train = time.perf_counter() - t_start
 
-    tune = TuneConfig(strategy="linear", feature_blocks=blocks)
-    model = create_model(enc, tune)  # linear: the encoder is shared, not copied
-    with torch.no_grad():
-        model.head.weight.copy_(head.weight)
-        model.head.bias.copy_(head.bias)
-    views = parse_views(args.views)
-    command = "python benchmarks/make_default_detector.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    training = {
-        "command": command,
-        "recipe": {"backbone": spec, "tune": tune.to_dict(), "augment": ug.TRAIN_AUGMENT.to_dict(),
-                   "balance": "generator", "train_views_per_image": args.train_views, "epochs": args.epochs,
-                   "feature_precision": args.precision, "seed": args.seed,
-                   "optimizer": "AdamW lr 1e-3 wd 0.01, cosine"},
-        "data": {"train_generated_by_family": {}, "train_real_by_source": {}, "holdout_families": args.holdout},
-        "machine": {"cpu": cpu_description(), "threads": torch.get_num_threads(), "torch": torch.__version__},
-    }
-    for it in train_items:
-        key = "train_generated_by_family" if it.label else "train_real_by_source"
-        name = it.family if it.label else it.source
-        training["data"][key][name] = training["data"][key].get(name, 0) + 1
-    cfg = DetectorConfig(
-        backbone=spec, backbone_sha256=enc.weights_sha256, tune=tune.to_dict(),
-        mask=MaskConfig(strategy="none").to_dict(),
-        preprocess={"size": enc.image_size, "resize": False}, views=views.to_dict(), threshold=0.5,
-        uncertain_band=args.band, training=training,
-    )
     tmp = args.out.with_name(args.out.name + ".new")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(tmp, model, cfg)
+    shutil.copytree(result.last, tmp)
+    views = parse_views(args.views)
+    wrapper = "python benchmarks/make_default_detector.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    training = json.loads((tmp / "config.json").read_text())["training"]
+    training.update({
+        "wrapper": wrapper.strip(),
+        "holdout_families": args.holdout,
+        "machine": {"cpu": cpu_description(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+    })
 
     # calibrate and measure through the real inference path
     det = Detector.load(tmp)
@@ -212,17 +217,15 @@ def main(argv: list[str] | None = None) -> int:
                               "(camera + ImageNet, seeded 20% split, two thirds), JPEG q95, views " + views.spec},
         "uncalibrated": {"value": 0.5},
     }
-    from mpft.checkpoint import update_config
-
-    update_config(tmp, threshold=t, thresholds=thresholds, training=training)
+    update_config(tmp, threshold=t, thresholds=thresholds, uncertain_band=args.band, training=training)
     Detector.load(tmp)  # it must load before it replaces anything
     if args.out.exists():
         shutil.rmtree(args.out)
     tmp.rename(args.out)
-    (args.cache).mkdir(parents=True, exist_ok=True)
     (args.cache / "split.json").write_text(json.dumps({k: [items[i].path for i in v] for k, v in split.items()},
                                                       indent=1))
-    print(json.dumps({"threshold": t, "metrics": metrics, "wall_seconds": training["wall_seconds"]}, indent=2))
+    print(json.dumps({"threshold": t, "metrics": metrics, "command": cfg.command,
+                      "wall_seconds": training["wall_seconds"]}, indent=2))
     return 0
 
 

@@ -10,17 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.kit import tiny_checkpoint
+from tests.kit import require, tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    """The read-only shared data folder (MPFT_DATA, default <repo>/../shared/data); skip if absent."""
+    """The read-only shared data folder (MPFT_DATA, default <repo>/../shared/data); skip if absent (fail under CI)."""
     root = Path(os.environ.get("MPFT_DATA", REPO.parent / "shared" / "data"))
-    if not root.is_dir():
-        pytest.skip(f"shared data not found at {root}")
+    require(root.is_dir(), f"the shared data folder {root}", "put it beside the repository or set MPFT_DATA")
     return root
 
 
@@ -43,7 +42,14 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def b16():
-    """The real CLIP ViT-B/16 (fetched into $MPFT_HOME on first use). Only for @pytest.mark.slow tests."""
-    from mpft.backbones import load_backbone
+    """The real CLIP ViT-B/16 (fetched into $MPFT_HOME on first use). Only for @pytest.mark.slow tests.
 
-    return load_backbone("clip-vit-b16")
+    Skipped when it can be neither found nor fetched (no index, no cache); under CI that fails.
+    """
+    from mpft.backbones import load_backbone
+    from mpft.errors import BackboneNotAvailableError
+
+    try:
+        return load_backbone("clip-vit-b16")
+    except BackboneNotAvailableError as exc:
+        require(False, "the CLIP ViT-B/16 weights", f"run `mpft backbone fetch clip-vit-b16` ({exc})")

@@ -15,9 +15,14 @@ Dataset trees (generated images are noise, real images smooth gradients, so a mo
     genimage_tree(root, ...)            GenImage style: [<generator>/]{train,val}/{ai,nature}
     ufd_tree(root, ...)                 UniversalFakeDetect style: <generator>/{0_real,1_fake}
 
+Prerequisites
+    require(available, what, how)       skip a test whose prerequisite (shared data, B/16, node, chromium)
+                                        is missing; under CI=true fail it instead (CI cannot pass by skipping)
+    under_ci()                          whether CI=true
+
 Models and scripts
     tiny_checkpoint(path, strategy, ...)  a random:tiny detector (32 px input, 4x4 grid) saved at path,
-                                          built by mpft.model.create_model
+                                          built by mpft.model.create_model (lora_std: non-zero adapters)
     load_script(name)                     benchmarks/<name>.py imported as module <name>
 
 Fixtures built on the kit live in the conftest files: tests/conftest.py (data_root, tiny_ckpt =
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import struct
 import sys
 import zlib
@@ -38,6 +44,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,6 +169,27 @@ def ufd_tree(root: Path, *, generators: Sequence[str] = ("progan", "stylegan"), 
     return root
 
 
+# ---- prerequisites ----------------------------------------------------------------------------------
+def under_ci() -> bool:
+    """True under CI (``CI=true``, as .ci/run and most CI services set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require(available: bool, what: str, how: str) -> None:
+    """Skip a test whose prerequisite (shared data, the B/16 weights, node, chromium ...) is missing,
+    or fail it under CI: CI must not pass by skipping what it was meant to test.
+
+    what: the missing thing; how: how to provide it (the message a developer acts on).
+    """
+    if available:
+        return
+    message = f"{what} is missing: {how}"
+    if under_ci():
+        pytest.fail(f"{message} (CI=true: a missing prerequisite fails the test instead of skipping it)",
+                    pytrace=False)
+    pytest.skip(message)
+
+
 # ---- models and scripts --------------------------------------------------------------------------
 def tiny_checkpoint(
     path: Path,
@@ -171,12 +199,15 @@ def tiny_checkpoint(
     head_std: float | None = 1.0,
     layers: int = 2,
     views: dict | None = None,
+    lora_std: float | None = None,
 ) -> Path:
     """A random:tiny detector (32x32 input, 4x4 grid) built by ``create_model`` and saved at ``path``.
 
     The network is built under ``torch.manual_seed(seed)`` (the global RNG is restored after), so
-    LoRA adapters and the head are reproducible: tests/golden/random_tiny.json holds the scores
-    of ``tiny_checkpoint(path, "lora", seed=0)``. The head is then redrawn from N(0, head_std):
+    LoRA adapters and the head are reproducible. peft starts LoRA's B matrices at zero (an adapter
+    that changes nothing); ``lora_std`` redraws every adapter tensor from N(0, lora_std) so that
+    the adapters act: tests/golden/random_tiny.json holds the scores of
+    ``tiny_checkpoint(path, "lora", seed=0, lora_std=0.5)``. The head is then redrawn from N(0, head_std):
     the library's init (std 0.01, kept with ``head_std=None``) puts every probability near 0.5.
     ``layers``: the tuned blocks of last-k. ``views``: the checkpoint's view setting
     (a ``ViewConfig`` dict; {} or None = one centre crop).
@@ -193,6 +224,10 @@ def tiny_checkpoint(
         model = create_model(enc, TuneConfig(strategy, layers=layers))
         if head_std is not None:
             torch.nn.init.normal_(model.head.weight, std=head_std)
+        if lora_std is not None:
+            for name, p in model.named_parameters():
+                if "lora_" in name:
+                    torch.nn.init.normal_(p, std=lora_std)
     return save_checkpoint(path, model, tiny_config(model, views=views))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +251,13 @@ def test_make_default_detector_quick_writes_a_calibrated_checkpoint(tmp_path, da
     det = Detector.load(out)
     assert det.views.spec == "grid:2+whole" and det.config.tune["feature_blocks"]
     assert 0 < det.threshold < 1 and det.config.thresholds["calibrated"]["target_fpr"] == 0.05
+    # the training is `mpft train` itself (issue 18 item 3), on cached features, and it says how
+    training = det.config.training
+    command = shlex.split(training["command"])
+    assert command[:2] == ["mpft", "train"] and command[command.index("--train-views") + 1] == "4"
+    assert {"--exclude", "--feature-cache", "--no-validate"} <= set(command)
+    assert training["settings"]["balance"] == "generator" and training["feature_cache"]["extracted"] > 0
+    assert training["wrapper"].startswith("python benchmarks/make_default_detector.py")
     split = json.loads((tmp_path / "cache" / "split.json").read_text())
     train = set(split["train"])
     for other in ("calib", "test_real", "held_gen"):

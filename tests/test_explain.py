@@ -24,7 +24,7 @@ from mpft.explain import (
     render,
 )
 from mpft.model import TuneConfig, create_model
-from tests.kit import noise_array
+from tests.kit import noise_array, require
 
 GRID = 4  # random:tiny: 32x32 input, 8 px patches
 
@@ -195,7 +195,7 @@ def test_b16_grid_and_default_groups():
     try:
         enc = load_backbone("clip-vit-b16")
     except BackboneNotAvailableError as exc:
-        pytest.skip(str(exc))
+        require(False, "the CLIP ViT-B/16 weights", f"run `mpft backbone fetch clip-vit-b16` ({exc})")
     model = create_model(enc, TuneConfig("linear")).eval()
     assert enc.grid == 14 and default_group(enc.grid) == 2
     rng = np.random.default_rng(9)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import Any, TypeVar
 
 from mpft.errors import ConfigError
@@ -24,3 +24,26 @@ def from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
     if unknown:
         raise ConfigError(f"{what}: unknown keys {unknown}; valid keys: {sorted(known)}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass field ``name`` (its factory's value for a mutable default): what a
+    CLI option that fills the field takes as its own default, so the default exists once."""
+    for f in fields(cls):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            if f.default_factory is not MISSING:
+                return f.default_factory()
+            raise ConfigError(f"{cls.__name__}.{name} has no default")
+    raise ConfigError(f"{cls.__name__} has no field {name!r}")
+
+
+def kwarg_default(fn: Any, name: str) -> Any:
+    """The default of keyword parameter ``name`` of ``fn``: a CLI option that fills it takes this."""
+    import inspect
+
+    param = inspect.signature(fn).parameters.get(name)
+    if param is None or param.default is inspect.Parameter.empty:
+        raise ConfigError(f"{getattr(fn, '__qualname__', fn)} has no parameter {name!r} with a default")
+    return param.default

@@ -13,8 +13,8 @@ view logits with :func:`mpft.views.combine_logits` (the rule of the :class:`View
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -56,19 +56,32 @@ class Prepared:
 
 
 class Preprocessor:
-    """Path, bytes or PIL image -> :class:`Prepared`; raises ``ImageDecodeError`` for a bad input."""
+    """Path, bytes or PIL image -> :class:`Prepared`; raises ``ImageDecodeError`` for a bad input.
 
-    def __init__(self, policy: PreprocessPolicy, views: ViewConfig, max_pixels: int = DEFAULT_MAX_PIXELS):
-        self.policy, self.views, self.max_pixels = policy, views, max_pixels
+    ``hook``: a change to every decoded image before its views are cut (format normalisation and
+    perturbations in ``mpft eval``, :class:`mpft.data.dataset.ImageDataset`); it acts on the
+    full-size image, so reduced-scale decoding is off when there is one.
+    """
+
+    def __init__(self, policy: PreprocessPolicy, views: ViewConfig, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 hook: Callable[[Image.Image], Image.Image] | None = None):
+        self.policy, self.views, self.max_pixels, self.hook = policy, views, max_pixels, hook
 
     @property
     def draft_min_side(self) -> int | None:
         # only a resizing policy may decode at reduced scale: its views are cut from the resized image
-        return draft_side(self.policy)
+        return draft_side(self.policy) if self.hook is None else None
+
+    def image(self, source) -> DecodedImage:
+        """The decoded input (source name, notes), the hook applied to its image."""
+        dec = decode_image(source, max_pixels=self.max_pixels, draft_min_side=self.draft_min_side)
+        if self.hook is not None:
+            dec = replace(dec, image=self.hook(dec.image))
+        return dec
 
     def decode(self, source) -> tuple[DecodedImage, torch.Tensor]:
         """The decoded input (source name, notes) and its (V, 3, S, S) uint8 views."""
-        dec = decode_image(source, max_pixels=self.max_pixels, draft_min_side=self.draft_min_side)
+        dec = self.image(source)
         return dec, view_pixels(dec.image, self.policy, self.views)
 
     def __call__(self, source) -> Prepared:

@@ -18,7 +18,7 @@ from mpft.data.layouts import (
 from mpft.data.samples import FAKE, REAL, Sample, balanced_subset, limit_per_class, require_both_classes, summarize
 from mpft.data.scan import list_images, scan_folder
 from mpft.errors import ConfigError, DataError
-from tests.kit import write_image
+from tests.kit import fill_folder, require, write_image
 
 ODD_NAMES = ["1000 (6).jpg", "a.b.c.png", "plain.png"]
 
@@ -283,8 +283,7 @@ def test_limit_per_class() -> None:
 
 def test_cifake_shared_data(data_root: Path) -> None:
     root = data_root / "cifake_sd14"
-    if not root.is_dir():
-        pytest.skip("cifake_sd14 not in shared data")
+    require(root.is_dir(), f"{root}", "the shared data folder lacks cifake_sd14")
     samples = discover(root, split="train")
     assert all(s.generator == "cifake_sd14" for s in samples[:10])
     s = summarize(samples)
@@ -293,3 +292,18 @@ def test_cifake_shared_data(data_root: Path) -> None:
     assert len(spaced) == 4
     for x in spaced:
         assert decode_image(x.path).image.size == (32, 32)
+
+
+def test_csv_source_column_names_the_collection_of_each_image(tmp_path):
+    from mpft.data.csvlist import read_csv_samples
+
+    fill_folder(tmp_path / "i", 2)
+    a, b = sorted(p.name for p in (tmp_path / "i").iterdir())
+    rows = f"i/{a},nature,flickr,flickr_2019\ni/{b},ai,sdxl,web\n"
+    (tmp_path / "l.csv").write_text("path,label,generator,source\n" + rows)
+    real, fake = read_csv_samples(tmp_path / "l.csv")
+    assert (real.source, real.group) == ("flickr_2019", "flickr_2019")
+    assert (fake.source, fake.group) == ("web", "sdxl")  # generated images are grouped by generator
+    (tmp_path / "bad.csv").write_text(f"path,label,source\ni/{a},nature,x\n")
+    with pytest.raises(DataError, match="generator\\[,source\\]"):
+        read_csv_samples(tmp_path / "bad.csv")

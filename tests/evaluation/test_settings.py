@@ -17,11 +17,15 @@ def _setting_defaults() -> dict[str, object]:
     return {f.name: f.default for f in dataclasses.fields(EvalSettings)}
 
 
-def test_evaluate_defaults_are_the_settings_defaults() -> None:
+def test_evaluate_takes_settings_and_no_defaults_of_its_own() -> None:
     params = inspect.signature(evaluate).parameters
-    for name, default in _setting_defaults().items():
-        got = params[name].default
-        assert (tuple(got) if name == "perturb" else got) == default, name
+    assert params["settings"].default is None  # None: EvalSettings()
+    assert not set(params) & set(_setting_defaults()), "evaluate() restates an EvalSettings default"
+    base = EvalSettings(n_boot=7, perturb=("jpeg:75",))
+    assert EvalSettings.with_options(base, device="cpu") == EvalSettings(n_boot=7, perturb=("jpeg:75",), device="cpu")
+    assert EvalSettings.with_options(None, perturb=["blur:1"]).perturb == ("blur:1",)
+    with pytest.raises(ConfigError, match="unknown options \\['nboot'\\]"):
+        EvalSettings.with_options(None, nboot=3)
 
 
 def test_cli_defaults_are_the_settings_defaults() -> None:

@@ -317,7 +317,6 @@ def test_one_json_access_line_per_request_without_names_or_content(client, caplo
 # ---- explain -------------------------------------------------------------------------------------
 
 def test_explain_returns_a_png(client):
-    pytest.importorskip("mpft.explain", reason="mpft.explain (explain_image + render) is not written yet")
     r = client.post(EXPLAIN, files=files(("a.png", image_bytes(seed=12)), field="file"))
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "image/png"
@@ -325,7 +324,7 @@ def test_explain_returns_a_png(client):
 
 
 def test_explain_title_names_the_uploaded_file(client, monkeypatch):
-    explain = pytest.importorskip("mpft.explain", reason="mpft.explain is not written yet")
+    from mpft import explain
     seen: list[str] = []
     real_render = explain.render
 
@@ -343,7 +342,6 @@ def test_explain_title_names_the_uploaded_file(client, monkeypatch):
 
 
 def test_explain_rejects_bad_input(client):
-    pytest.importorskip("mpft.explain", reason="mpft.explain (explain_image + render) is not written yet")
     r = client.post(EXPLAIN, files=files(("a.png", image_bytes()), ("b.png", image_bytes()), field="file"))
     assert r.status_code == 422 and "exactly one" in r.json()["detail"]
     r = client.post(EXPLAIN, files=files(("cut.png", image_bytes(64, 64)[:150]), field="file"))

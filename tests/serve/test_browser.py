@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mpft.serve import ServeSettings, create_app
-from tests.kit import image_bytes
+from tests.kit import image_bytes, require
 from tests.serve.conftest import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -22,9 +22,9 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    require(CHROMIUM.is_file(), f"{CHROMIUM}", "install Debian's chromium (apt-get install -y chromium)")
+    from playwright import sync_api  # a dev dependency: missing is an error, not a skip
+
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:

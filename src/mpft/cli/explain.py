@@ -8,26 +8,40 @@ from pathlib import Path
 import typer
 
 from mpft.cli import app
+from mpft.config import kwarg_default
+from mpft.data.limits import DEFAULT_MAX_PIXELS
+from mpft.detector import Detector
+from mpft.explain import DEFAULT_DPI, EXPLAIN_METHODS, FIGSIZE, explain_image
 
 
 @app.command("explain")
 def explain_cmd(
     image: Path = typer.Argument(..., help="Image file to explain."),
     out: Path = typer.Option(None, "--out", "-o", help="PNG to write (panels: input, TAM map, evidence)."),
-    model: Path = typer.Option(None, "--model", "-m", help="Checkpoint dir (default: shipped one)."),
-    method: str = typer.Option("occlusion", help="Evidence method (only 'occlusion': drop token groups)."),
-    group: int = typer.Option(None, help="Occlusion group side in patches (default ~7x7 groups)."),
+    model: Path = typer.Option(
+        kwarg_default(Detector.load, "path"), "--model", "-m", help="Checkpoint dir (default: shipped one)."
+    ),
+    method: str = typer.Option(
+        EXPLAIN_METHODS[0], help=f"Evidence method ({', '.join(EXPLAIN_METHODS)}: drop token groups)."
+    ),
+    group: int = typer.Option(
+        kwarg_default(explain_image, "group"), help="Occlusion group side in patches (default ~7x7 groups)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON on stdout."),
-    dpi: int = typer.Option(100, help="PNG resolution (the figure is 15 x 5.6 inches)."),
+    dpi: int = typer.Option(
+        DEFAULT_DPI, help=f"PNG resolution (the figure is {FIGSIZE[0]:g} x {FIGSIZE[1]:g} inches)."
+    ),
+    # "auto": a command-line user with a GPU gets it; Detector.load stays on the CPU unless asked
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     views: str = typer.Option(
-        None,
+        kwarg_default(Detector.load, "views"),
         "--views",
         help="Which crops are scored and how they combine: center, grid:N (N x N native-resolution crops over "
         "the image), whole (resized whole image), grid:N+whole; @mean (default) or @max. Default: the model's own.",
     ),
     max_pixels: int | None = typer.Option(
-        None, "--max-pixels", help="Largest image (width x height) decoded. Default 64000000 (64 MP).",
+        None, "--max-pixels",
+        help=f"Largest image (width x height) decoded. Default {DEFAULT_MAX_PIXELS} ({DEFAULT_MAX_PIXELS / 1e6:g} MP).",
         show_default=False,
     ),
 ) -> None:
@@ -35,9 +49,8 @@ def explain_cmd(
 
     Example: mpft explain photo.jpg --model runs/x/best --out photo_explained.png
     """
-    from mpft.detector import Detector
     from mpft.errors import ConfigError
-    from mpft.explain import EXPLAIN_METHODS, explain_image, render
+    from mpft.explain import render
     from mpft.fsutil import require_writable_file
 
     if method not in EXPLAIN_METHODS:

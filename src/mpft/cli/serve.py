@@ -10,6 +10,13 @@ from pathlib import Path
 import typer
 
 from mpft.cli import app
+from mpft.config import kwarg_default
+from mpft.data.limits import DEFAULT_MAX_PIXELS
+from mpft.detector import Detector
+from mpft.serve.settings import MIB, ServeSettings
+
+# every server default is ServeSettings' (the CLI's units: MiB, ms)
+_S = ServeSettings()
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -52,32 +59,45 @@ def _access_log_to_stderr() -> None:
 
 @app.command("serve")
 def serve_cmd(
-    model: Path = typer.Option(None, "--model", "-m", help="Checkpoint dir (default: the shipped detector)."),
+    model: Path = typer.Option(
+        kwarg_default(Detector.load, "path"), "--model", "-m", help="Checkpoint dir (default: the shipped detector)."
+    ),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, help="TCP port."),
-    max_upload_mb: float = typer.Option(20.0, help="Largest request body in MiB (all files); 413 above."),
-    max_pixels: int = typer.Option(None, help="Largest width*height decoded (default 64 MP); 422 above."),
-    max_files: int = typer.Option(16, help="Most images in one /api/v1/predict request."),
-    max_concurrency: int = typer.Option(1, help="Model calls (batches) running at once."),
+    max_upload_mb: float = typer.Option(
+        _S.max_upload_bytes / MIB, help="Largest request body in MiB (all files); 413 above."
+    ),
+    max_pixels: int = typer.Option(
+        None, help=f"Largest width*height decoded (default {DEFAULT_MAX_PIXELS / 1e6:g} MP); 422 above."
+    ),
+    max_files: int = typer.Option(_S.max_files, help="Most images in one /api/v1/predict request."),
+    max_concurrency: int = typer.Option(_S.max_concurrency, help="Model calls (batches) running at once."),
     queue_timeout: float = typer.Option(
-        30.0, help="Longest expected wait in the model queue a request is admitted with, s; 503 above."),
-    batch_size: int = typer.Option(16, help="Most images per forward pass; concurrent requests share one."),
-    batch_window_ms: float = typer.Option(10.0, help="How long an idle model waits for a batch to fill, ms."),
-    header_timeout: float = typer.Option(10.0, help="Seconds a connection has to send a request's headers."),
-    body_timeout: float = typer.Option(60.0, help="Seconds a request has to send its body; 408 after."),
-    idle_timeout: float = typer.Option(5.0, help="Seconds an idle keep-alive connection stays open."),
-    max_connections: int = typer.Option(64, help="Open connections at once; one more gets 503."),
+        _S.queue_timeout_s, help="Longest expected wait in the model queue a request is admitted with, s; 503 above."),
+    batch_size: int = typer.Option(
+        _S.batch_size, help="Most images per forward pass; concurrent requests share one."
+    ),
+    batch_window_ms: float = typer.Option(
+        _S.batch_window_s * 1000.0, help="How long an idle model waits for a batch to fill, ms."
+    ),
+    header_timeout: float = typer.Option(
+        _S.header_timeout_s, help="Seconds a connection has to send a request's headers."
+    ),
+    body_timeout: float = typer.Option(_S.body_timeout_s, help="Seconds a request has to send its body; 408 after."),
+    idle_timeout: float = typer.Option(_S.idle_timeout_s, help="Seconds an idle keep-alive connection stays open."),
+    max_connections: int = typer.Option(_S.max_connections, help="Open connections at once; one more gets 503."),
     workers_threads: int = typer.Option(
         None, "--workers-threads", help="Torch CPU threads for inference (default: torch's choice)."
     ),
-    device: str = typer.Option("cpu", help="auto, cpu or cuda."),
+    device: str = typer.Option(kwarg_default(Detector.load, "device"), help="auto, cpu or cuda."),
     views: str = typer.Option(
-        None,
+        kwarg_default(Detector.load, "views"),
         "--views",
         help="Which crops are scored and how they combine: center, grid:N (N x N native-resolution crops over "
         "the image), whole (resized whole image), grid:N+whole; @mean (default) or @max. Default: the model's own.",
     ),
-    precision: str = typer.Option("fp32", help="fp32; bf16 (autocast: ~1.8x faster on CPUs with native bf16, "
+    precision: str = typer.Option(kwarg_default(Detector.load, "precision"),
+                                  help="fp32; bf16 (autocast: ~1.8x faster on CPUs with native bf16, "
                                   "AVX512-BF16 or AMX; slower than fp32 elsewhere); auto (bf16 on those CPUs, else "
                                   "fp32); int8 (CPU only, approximate). See docs/performance.md."),
 ) -> None:
@@ -88,11 +108,9 @@ def serve_cmd(
     import uvicorn
 
     from mpft.checkpoint import read_config
-    from mpft.data.limits import DEFAULT_MAX_PIXELS
-    from mpft.detector import Detector
     from mpft.detectors import DEFAULT_DETECTOR_DIR
     from mpft.errors import CheckpointError, ConfigError
-    from mpft.serve import ServeSettings, create_app
+    from mpft.serve import create_app
     from mpft.serve.server import uvicorn_config
 
     if port < 0 or port > 65535:

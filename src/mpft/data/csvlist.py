@@ -1,4 +1,4 @@
-"""CSV sample lists: a ``path,label[,generator]`` file -> labelled samples, with line-exact errors.
+"""CSV sample lists: a ``path,label[,generator[,source]]`` file -> labelled samples, with line-exact errors.
 
 The ``csv`` layout of :func:`mpft.data.layouts.discover`, for datasets whose labels are not in
 the folder names.
@@ -30,9 +30,9 @@ def read_csv_samples(path: Path) -> list[Sample]:
     """The samples a CSV list names, in file order.
 
     Args:
-        path: a UTF-8 ``.csv`` file (a BOM is allowed) with header ``path,label[,generator]``;
+        path: a UTF-8 ``.csv`` file (a BOM is allowed) with header ``path,label[,generator[,source]]``;
             relative paths are relative to the file's folder; blank rows are skipped; a missing
-            generator is ``"unknown"``.
+            generator is ``"unknown"``; ``source`` names the collection (``Sample.source``).
 
     Raises:
         DataError: unreadable or malformed file, a bad header or label, a wrong column count,
@@ -45,8 +45,8 @@ def read_csv_samples(path: Path) -> list[Sample]:
             reader = csv.reader(fh)
             header = next(reader, None)
             cols = [c.strip().lower() for c in header] if header else []
-            if cols[:2] != ["path", "label"] or cols[2:] not in ([], ["generator"]):
-                raise DataError(f"{path}: line 1: header must be 'path,label[,generator]', got {header!r}")
+            if cols[:2] != ["path", "label"] or cols[2:] not in ([], ["generator"], ["generator", "source"]):
+                raise DataError(f"{path}: line 1: header must be 'path,label[,generator[,source]]', got {header!r}")
             for row in reader:
                 line = reader.line_num
                 if not row or all(not c.strip() for c in row):
@@ -62,11 +62,12 @@ def read_csv_samples(path: Path) -> list[Sample]:
                         f"{path}: line {line}: bad label {row[1]!r} "
                         "(use 0/1, real/fake, nature/ai or generated)"
                     )
-                gen = row[2].strip() if len(cols) == 3 and row[2].strip() else "unknown"
+                gen = row[2].strip() if len(cols) >= 3 and row[2].strip() else "unknown"
+                source = row[3].strip() if len(cols) == 4 else ""
                 file = (base / rel) if not Path(rel).is_absolute() else Path(rel)
                 if not file.is_file():
                     raise DataError(f"{path}: line {line}: image file not found: {file}")
-                samples.append(Sample(file, label, gen))
+                samples.append(Sample(file, label, gen, source))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a UTF-8 text CSV ({exc.reason})") from None
     except csv.Error as exc:

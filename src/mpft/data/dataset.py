@@ -10,43 +10,64 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mpft.data.images import decode_image
 from mpft.data.limits import DEFAULT_MAX_PIXELS
 from mpft.data.samples import Sample
 from mpft.data.transforms import (
     Augment,
     Perturbation,
     PreprocessPolicy,
-    draft_side,
     parse_reencode,
     prepare,
     reencode,
     to_tensor,
 )
 from mpft.errors import ConfigError, ImageDecodeError
-from mpft.pipeline import view_pixels
+from mpft.pipeline import Preprocessor, view_pixels
 from mpft.views import ViewConfig
 
 __all__ = ["BALANCE_MODES", "Batch", "BalancedSampler", "EpochShuffleSampler", "ImageDataset", "balance_weights",
-           "collate", "make_loader"]
+           "chosen_view", "collate", "make_loader", "view_rng"]
 
 BALANCE_MODES = ("none", "source", "generator")
 
 log = logging.getLogger(__name__)
 
 
+def view_rng(seed: int, path: object, view: int) -> np.random.Generator:
+    """The random stream of fixed augmented view ``view`` of the image at ``path``.
+
+    A function of (seed, path, view) only, so a feature cache and the pixel loop draw the same
+    views whatever the order, subset or data arguments a run has.
+    """
+    return np.random.default_rng([int(seed), zlib.crc32(str(path).encode("utf-8")), int(view), 0xF1E])
+
+
+def chosen_view(seed: int, epoch: int, draw: int, n_views: int) -> int:
+    """Which of an image's ``n_views`` fixed views the draw ``draw`` of epoch ``epoch`` trains on."""
+    return int(np.random.default_rng([int(seed), int(epoch), int(draw), 0x71E]).integers(n_views))
+
+
 class ImageDataset(Dataset):
     """Decode, normalise format, perturb and preprocess images on the fly.
 
-    Items are dicts ``{"pixels": uint8 tensor (3, S, S) | None, "label": int, "index": int,
-    "error": str | None, "size": S}``; ``size`` lets :func:`collate` shape an all-failed batch.
+    Decoding, the hook (format normalisation, then the perturbation) and the views are the
+    :class:`~mpft.pipeline.Preprocessor`'s, the one inference path; training draws an augmented
+    crop instead of the views. Items are dicts ``{"pixels": uint8 tensor (3, S, S) (or (V, 3, S, S)
+    with ``views``) | None, "label": int, "index": int, "error": str | None, "size": S}``; ``size``
+    lets :func:`collate` shape an all-failed batch.
+
+    ``train_views``: 0 draws a fresh augmentation at every draw; N >= 1 gives each image N fixed
+    augmented views (:func:`view_rng`) and each draw one of them (:func:`chosen_view`): what a
+    feature cache stores (:mod:`mpft.training.features`, via :meth:`fixed_views`).
     """
 
     def __init__(
@@ -61,11 +82,16 @@ class ImageDataset(Dataset):
         seed: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         views: ViewConfig | None = None,
+        train_views: int = 0,
     ):
         if normalize_format is not None:
             parse_reencode(normalize_format)  # fail at construction, not in a worker mid-epoch
         if max_pixels <= 0:
             raise ConfigError(f"max_pixels must be > 0, got {max_pixels}")
+        if views is not None and train:
+            raise ConfigError("views are for scoring; training draws random crops")
+        if train_views < 0:
+            raise ConfigError(f"train views must be >= 0, got {train_views}")
         self.samples = tuple(samples)
         self.policy = policy
         self.train = train
@@ -74,17 +100,27 @@ class ImageDataset(Dataset):
         self.normalize_format = normalize_format
         self.seed = int(seed)
         self.max_pixels = max_pixels
-        if views is not None and train:
-            raise ConfigError("views are for scoring; training draws random crops")
+        self.train_views = int(train_views)
         # several views per image (eval): items carry (V, 3, S, S) pixels and collate records V
         self.views = views
         # reduced-scale JPEG decoding only where the pixels are downscaled untouched: training
-        # augments and perturbations act on the full-size image
-        plain = not train and perturbation is None and normalize_format is None
-        self._draft = draft_side(policy) if plain else None
+        # augments act on the full-size image (the hook turns it off for perturbations)
+        hook = self._hook if perturbation is not None or normalize_format is not None or train else None
+        self.preprocessor = Preprocessor(policy, views or ViewConfig(), max_pixels, hook=hook)
         # Shared memory so that set_epoch() reaches persistent DataLoader workers, which hold
         # their own copy of the dataset object.
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    @property
+    def _draft(self) -> int | None:
+        return self.preprocessor.draft_min_side
+
+    def _hook(self, img: Image.Image) -> Image.Image:
+        if self.normalize_format is not None:
+            img = reencode(img, self.normalize_format)
+        if self.perturbation is not None:
+            img = self.perturbation.apply(img)
+        return img
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -102,18 +138,37 @@ class ImageDataset(Dataset):
         # an index within an epoch: the same image, fresh augmentation randomness.
         draw, i = int(i), int(i) % len(self.samples)
         sample = self.samples[i]
-        size = self.policy.side
+
+        def pixels_of(img: Image.Image) -> torch.Tensor:
+            if not self.train:
+                pixels = view_pixels(img, self.policy, self.preprocessor.views)
+                return pixels if self.views is not None else pixels[0]
+            if self.train_views:
+                rng = view_rng(self.seed, sample.path, chosen_view(self.seed, self.epoch, draw, self.train_views))
+            else:
+                rng = np.random.default_rng([self.seed, self.epoch, draw])
+            return to_tensor(prepare(img, self.policy, train=True, rng=rng, augment=self.augment))
+
+        return self._item(i, pixels_of)
+
+    def fixed_views(self, i: int) -> dict:
+        """Item ``i`` with all ``train_views`` fixed augmented views: pixels (V, 3, S, S) uint8."""
+        if not (self.train and self.train_views):
+            raise ConfigError("fixed views need a training dataset with train_views >= 1")
+        path = self.samples[i].path
+
+        def pixels_of(img: Image.Image) -> torch.Tensor:
+            return torch.stack([
+                to_tensor(prepare(img, self.policy, train=True, rng=view_rng(self.seed, path, v), augment=self.augment))
+                for v in range(self.train_views)
+            ])
+
+        return self._item(i, pixels_of)
+
+    def _item(self, i: int, pixels_of: Callable[[Image.Image], torch.Tensor]) -> dict:
+        sample, size = self.samples[i], self.policy.side
         try:
-            img = decode_image(sample.path, max_pixels=self.max_pixels, draft_min_side=self._draft).image
-            if self.normalize_format is not None:
-                img = reencode(img, self.normalize_format)
-            if self.perturbation is not None:
-                img = self.perturbation.apply(img)
-            if self.views is not None:
-                pixels = view_pixels(img, self.policy, self.views)
-                return {"pixels": pixels, "label": sample.label, "index": i, "error": None, "size": size}
-            rng = np.random.default_rng([self.seed, self.epoch, draw])
-            arr = prepare(img, self.policy, train=self.train, rng=rng, augment=self.augment)
+            pixels = pixels_of(self.preprocessor.image(sample.path).image)
         except ImageDecodeError as exc:
             log.warning("skipping undecodable image: %s", exc)
             return {"pixels": None, "label": sample.label, "index": i, "error": str(exc), "size": size}
@@ -122,7 +177,7 @@ class ImageDataset(Dataset):
             reason = f"{sample.path}: processing failed: {exc}"
             log.warning("skipping image: %s", reason)
             return {"pixels": None, "label": sample.label, "index": i, "error": reason, "size": size}
-        return {"pixels": to_tensor(arr), "label": sample.label, "index": i, "error": None, "size": size}
+        return {"pixels": pixels, "label": sample.label, "index": i, "error": None, "size": size}
 
 
 @dataclass

@@ -7,7 +7,7 @@ Supported layouts (see docs/data.md):
 - ``ufd`` (UniversalFakeDetect / CNNDetection): ``[<root>/<split>]/<generator>[/<class>]/{0_real,1_fake}``
   or ``<root>/{0_real,1_fake}``.
 - ``realfake``: ``[<root>/<split>]/{real,fake}``.
-- ``csv``: a ``.csv`` file with header ``path,label[,generator]`` (:mod:`mpft.data.csvlist`).
+- ``csv``: a ``.csv`` file with header ``path,label[,generator[,source]]`` (:mod:`mpft.data.csvlist`).
 
 This module knows the layouts: their class folder names, the split rule, where generators sit.
 Image files are recognised by content (magic bytes), never by extension; the folder walk is
@@ -58,7 +58,7 @@ _LAYOUT_HELP = (
     + ": genimage [<generator>/][{train,val}/]{ai,nature}/, "
     "ufd [<split>/][<generator>/[<class>/]]{0_real,1_fake}/, "
     "realfake [<split>/]{real,fake}/, "
-    "or a .csv file with header path,label[,generator]"
+    "or a .csv file with header path,label[,generator[,source]]"
 )
 
 

@@ -33,11 +33,21 @@ REAL, FAKE = 0, 1
 
 @dataclass(frozen=True, order=True)
 class Sample:
-    """One labelled image. ``label`` is 0 for real, 1 for generated."""
+    """One labelled image. ``label`` is 0 for real, 1 for generated.
+
+    ``source``: the collection it came from, when the data names one (a CSV's ``source`` column);
+    ``--balance generator`` groups real photos by it (else by ``generator``, the folder's name).
+    """
 
     path: Path
     label: int
     generator: str
+    source: str = ""
+
+    @property
+    def group(self) -> str:
+        """The balance group within its class: the generator of a generated image, the source of a real one."""
+        return (self.source or self.generator) if self.label == REAL else self.generator
 
 
 def _class_name(label: int) -> str:

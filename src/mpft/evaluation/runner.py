@@ -73,52 +73,24 @@ def evaluate(
     data: Sequence[str | os.PathLike[str]],
     *,
     out: str | os.PathLike[str] | None,
-    layout: str = "auto",
-    real: str | os.PathLike[str] | None = None,
-    calibrate_on: str | os.PathLike[str] | None = None,
-    target_fpr: float = 0.05,
-    oracle: bool = False,
-    perturb: Sequence[str] = (),
-    normalize_format: str | None = None,
-    mask: str | None = None,
-    limit: int | None = None,
-    batch_size: int = 32,
-    workers: int = 0,
-    device: str = "auto",
-    precision: str = "fp32",
-    seed: int = 0,
-    n_boot: int = 1000,
-    sweep_n_boot: int | None = None,
+    settings: EvalSettings | None = None,
     encoder: Any = None,
     progress: bool | None = None,
-    views: str | None = None,
+    **options: Any,
 ) -> EvalReport | None:
     """Evaluate a detector checkpoint on one or more labelled datasets.
 
     Args:
         checkpoint: checkpoint directory, or a training run directory holding ``best/``.
-        data: dataset roots (any layout), or with ``real`` folders of generated images.
+        data: dataset roots (any layout), or with ``settings.real`` folders of generated images.
         out: directory for metrics.json, metrics.csv, report.md, scores.csv and the PNG plots;
             None writes nothing.
-        layout: "auto" or a layout of :mod:`mpft.data.layouts`.
-        real: a folder of real images shared by every generator row (UniversalFakeDetect style).
-        calibrate_on: data whose real images choose the threshold giving ``target_fpr`` false
-            positives (``threshold_at_fpr``); without it the checkpoint's stored threshold is used
-            (figures at 0.5 are always reported beside it).
-        oracle: also report the best threshold on the test labels (labelled as not a result).
-        perturb: perturbation specs, e.g. ``["jpeg:95,75,50", "blur:1,2,3"]`` or a preset name.
-        normalize_format: "jpeg:Q" or "png": an extra condition with every image re-encoded.
-        mask: analysis-only masking at inference, e.g. "tam:0.5" (see :func:`parse_mask`).
-        limit: at most this many images per class per generator (seeded pick).
-        n_boot: bootstrap resamples of the clean condition's AP/AUC intervals (0 skips them).
-        sweep_n_boot: resamples for the perturbed and normalised conditions; default
-            ``min(n_boot, DEFAULT_SWEEP_N_BOOT)``.
-        precision: "fp32", "bf16" (autocast), "int8" (CPU only) or "auto" (bf16 on CPUs with
-            native bf16, else fp32); see :mod:`mpft.precision`. metrics.json records the one used.
+        settings: the evaluation options (:class:`~mpft.evaluation.settings.EvalSettings`, which
+            holds their defaults and meanings); None: the defaults.
         encoder: an already-loaded backbone (skips loading it again).
         progress: progress bar on stderr; default when stderr is a terminal.
-        views: which crops are scored and how they combine (``"grid:2"``, see :mod:`mpft.views`);
-            None uses the checkpoint's setting. metrics.json records the one used.
+        options: single settings by name, over ``settings`` (``evaluate(ckpt, data, out=None,
+            n_boot=0, device="cpu")``); an unknown name is a ConfigError naming the valid ones.
 
     Returns:
         The report; None on torchrun ranks other than 0 (they only score their share).
@@ -133,12 +105,8 @@ def evaluate(
         CheckpointError: missing or unreadable checkpoint.
     """
     # Cheap checks first, so a typo fails before any model or data is loaded.
-    settings = EvalSettings(
-        layout=layout, real=real, calibrate_on=calibrate_on, target_fpr=target_fpr, oracle=oracle,
-        perturb=tuple(perturb), normalize_format=normalize_format, mask=mask, limit=limit,
-        batch_size=batch_size, workers=workers, device=device, precision=precision, seed=seed,
-        n_boot=n_boot, sweep_n_boot=sweep_n_boot, views=views,
-    )
+    settings = EvalSettings.with_options(settings, **options)
+    precision = settings.precision
     inputs = gather_inputs(checkpoint, data, settings)
     device0 = resolve_device(settings.run_device)
     was_initialised = torch.distributed.is_available() and torch.distributed.is_initialized()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from mpft.data.transforms import Perturbation, parse_perturbations, parse_reencode
@@ -111,6 +111,18 @@ class EvalSettings:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         parse_mask(self.mask, MaskConfig().to_dict())  # the spec's syntax; the checkpoint's settings come later
         precision_device(self.precision, self.device)
+
+    @classmethod
+    def with_options(cls, base: EvalSettings | None = None, **options: Any) -> EvalSettings:
+        """``base`` (default: the defaults) with single options changed by name, checked again;
+        an unknown name is a ConfigError naming the valid ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"evaluation settings: unknown options {unknown}; valid options: {sorted(known)}")
+        if "perturb" in options:
+            options["perturb"] = tuple(options["perturb"])
+        return replace(base, **options) if base is not None else cls(**options)
 
     @property
     def perturbations(self) -> list[Perturbation]:

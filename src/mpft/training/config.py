@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mpft.backbones import DEFAULT_BACKBONE
+from mpft.config import from_dict
 from mpft.data.dataset import BALANCE_MODES
 from mpft.data.transforms import Augment, PreprocessPolicy
 from mpft.errors import ConfigError
@@ -19,7 +20,11 @@ LORA_LR = 5e-4
 
 # settings that may change between an interrupted run and its --resume (they do not change the result,
 # or, for epochs, extend it on purpose)
-_NOT_IDENTITY = ("out", "resume", "workers", "device", "epochs", "command")
+_NOT_IDENTITY = ("out", "resume", "workers", "device", "epochs", "command", "feature_cache")
+
+# --feature-cache values that are not folders
+CACHE_AUTO, CACHE_NONE = "auto", "none"
+FEATURE_PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -44,6 +49,18 @@ class TrainConfig:
     # the views the trained detector scores at inference (recorded in the checkpoint)
     views: ViewConfig = field(default_factory=ViewConfig)
     shots: int | None = None
+    # images left out of training and validation: image paths, or CSV files whose `path` column
+    # lists them (relative to the CSV's folder), e.g. a benchmark fold's held-out images
+    exclude: tuple[str, ...] = ()
+    # 0: a fresh augmentation at every draw; N: N augmented views per image, fixed per seed, each draw
+    # taking one of them (what a feature cache can store)
+    train_views: int = 0
+    # frozen-backbone runs (tune linear, no mask) with train_views >= 1 train the head on cached
+    # features: "auto" caches in OUT/features, a folder caches there (shared between runs), "none"
+    # runs the backbone at every step (mpft.training.features)
+    feature_cache: str = CACHE_AUTO
+    # the backbone's precision while it computes cached features (bf16: faster on AVX512-BF16/AMX CPUs)
+    feature_precision: str = "fp32"
     # per-epoch validation is for monitoring and choosing the best epoch; `mpft eval` is the full test
     val_limit: int | None = 200
     epochs: int = 2
@@ -80,6 +97,42 @@ class TrainConfig:
             raise ConfigError(f"--shots must be >= 2 (one image per class at least), got {self.shots}")
         if not 0 <= self.warmup < 1:
             raise ConfigError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        self.exclude = tuple(str(e) for e in self.exclude)
+        if self.train_views < 0:
+            raise ConfigError(f"--train-views must be >= 0 (0: fresh augmentations), got {self.train_views}")
+        if self.feature_precision not in FEATURE_PRECISIONS:
+            raise ConfigError(
+                f"--feature-precision must be one of {FEATURE_PRECISIONS}, got {self.feature_precision!r}"
+            )
+        if self.feature_cache not in (CACHE_AUTO, CACHE_NONE) and not self.cacheable:
+            raise ConfigError(
+                f"--feature-cache {self.feature_cache}: only a frozen backbone (--tune linear --mask none) with "
+                f"--train-views >= 1 can train on cached features (got --tune {self.tune.strategy}, "
+                f"--mask {self.mask.strategy}, --train-views {self.train_views})"
+            )
+
+    @property
+    def cacheable(self) -> bool:
+        """The backbone is frozen and sees a finite set of views: its features can be computed once."""
+        return self.tune.strategy == "linear" and not self.mask.active and self.train_views >= 1
+
+    def feature_cache_dir(self) -> Path | None:
+        """Where this run's cached features live, or None when it runs the backbone at every step."""
+        if self.feature_cache == CACHE_NONE or not self.cacheable:
+            return None
+        return Path(self.out) / "features" if self.feature_cache == CACHE_AUTO else Path(self.feature_cache)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """The settings of ``to_dict()`` (a checkpoint's ``training.settings``) back as a TrainConfig;
+        unknown keys are a ConfigError naming the valid ones, missing keys take their defaults."""
+        d = dict(d)
+        nested = {"tune": TuneConfig, "mask": MaskConfig, "preprocess": PreprocessPolicy, "augment": Augment,
+                  "views": ViewConfig}
+        for key, kind in nested.items():
+            if isinstance(d.get(key), dict):
+                d[key] = kind.from_dict(d[key])
+        return from_dict(cls, d, "training settings")
 
     def to_dict(self) -> dict:
         d = asdict(self)

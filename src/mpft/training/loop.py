@@ -27,8 +27,9 @@ from mpft.model import DetectorModel, create_model
 from mpft.precision import autocast_for
 from mpft.runtime import DistInfo, init_distributed, local_device, resolve_device, seed_everything
 from mpft.tam import apply_mask
-from mpft.training.config import TrainConfig, TrainResult
-from mpft.training.data import make_training_loader, record_skipped, resolve_training_data
+from mpft.training.config import CACHE_AUTO, TrainConfig, TrainResult
+from mpft.training.data import make_training_loader, record_skipped, resolve_training_data, training_dataset
+from mpft.training.features import CacheReport, FeatureDataset, cached_features
 from mpft.training.optim import make_optimizer
 from mpft.training.outputs import save_epoch_checkpoints, training_summary
 from mpft.training.state import (
@@ -54,12 +55,17 @@ class _Run:
     model: DetectorModel
     forward: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
     samples: list[Sample]
-    dataset: ImageDataset
+    dataset: ImageDataset | FeatureDataset  # FeatureDataset: the head trains on cached features
     sampler: Sampler
     loader: DataLoader
     optim: torch.optim.AdamW
     sched: torch.optim.lr_scheduler.LambdaLR
     loss_fn: torch.nn.Module
+    cache: CacheReport | None = None
+
+    @property
+    def cached(self) -> bool:
+        return self.cache is not None
 
 
 def train(cfg: TrainConfig, *, encoder=None, progress: bool | None = None) -> TrainResult:
@@ -74,7 +80,7 @@ def train(cfg: TrainConfig, *, encoder=None, progress: bool | None = None) -> Tr
     train_samples, val_samples, sources = resolve_training_data(cfg)
     log.info("training on %s", summarize(train_samples))
     resumed = _resume_state(cfg, out, dist)  # before the model loads: a bad state fails fast
-    run = _build(cfg, device, dist, train_samples, sources, encoder)
+    run = _build(cfg, device, dist, train_samples, sources, encoder, progress)
     done = Progress()
     if resumed is not None:
         resumed.restore(run.model, run.optim, run.sched)
@@ -83,6 +89,8 @@ def train(cfg: TrainConfig, *, encoder=None, progress: bool | None = None) -> Tr
         done = resumed.progress
         log.info("resuming after epoch %d of %d", done.epoch + 1, cfg.epochs)
     summary = training_summary(cfg, train_samples, val_samples is not None, dist.world_size)
+    if run.cache is not None:
+        summary["feature_cache"] = run.cache.to_dict()
     for epoch in range(done.epoch + 1, cfg.epochs):
         record = _train_epoch(run, epoch, done, progress)
         _barrier(dist)
@@ -133,7 +141,13 @@ def _resume_state(cfg: TrainConfig, out: Path, dist: DistInfo) -> ResumeState | 
 
 
 def _build(
-    cfg: TrainConfig, device: torch.device, dist: DistInfo, samples: list[Sample], sources: list[int], encoder
+    cfg: TrainConfig,
+    device: torch.device,
+    dist: DistInfo,
+    samples: list[Sample],
+    sources: list[int],
+    encoder,
+    progress: bool,
 ) -> _Run:
     """Model, data and optimizer of a run, in the order that keeps seeded runs reproducible."""
     # the factory copies a caller's encoder when tuning would change it in place
@@ -145,11 +159,32 @@ def _build(
         forward = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    dataset, sampler, loader = make_training_loader(cfg, samples, sources, policy, dist)
+    dataset: ImageDataset | FeatureDataset = training_dataset(cfg, samples, policy)
+    cache_dir, cache, workers = _cache_dir(cfg, dist), None, cfg.workers
+    if cache_dir is not None:
+        feats, errors, cache = cached_features(
+            dataset, model, cache_dir, backbone=cfg.backbone, device=device, precision=cfg.feature_precision,
+            workers=cfg.workers, progress=progress,
+        )
+        # features are in memory: worker processes would only copy them
+        dataset, workers = FeatureDataset(feats, [s.label for s in samples], errors, cfg.seed), 0
+    sampler, loader = make_training_loader(cfg, dataset, samples, sources, dist, workers=workers)
     optim, sched = make_optimizer(model, cfg, len(loader) * cfg.epochs)
     return _Run(
-        cfg, device, dist, model, forward, samples, dataset, sampler, loader, optim, sched, torch.nn.BCEWithLogitsLoss()
+        cfg, device, dist, model, forward, samples, dataset, sampler, loader, optim, sched,
+        torch.nn.BCEWithLogitsLoss(), cache,
     )
+
+
+def _cache_dir(cfg: TrainConfig, dist: DistInfo) -> Path | None:
+    folder = cfg.feature_cache_dir()
+    if folder is not None and dist.enabled:
+        # the cache is filled by one process; under torchrun each would extract every image
+        if cfg.feature_cache != CACHE_AUTO:
+            raise ConfigError("--feature-cache trains in one process: run it without torchrun")
+        log.info("torchrun: the feature cache is off; the backbone runs at every step")
+        return None
+    return folder
 
 
 def _train_epoch(run: _Run, epoch: int, done: Progress, progress: bool) -> dict:
@@ -192,13 +227,19 @@ def _train_epoch(run: _Run, epoch: int, done: Progress, progress: bool) -> dict:
 
 
 def _train_step(run: _Run, batch: Batch, gen: torch.Generator) -> float:
-    """Mask, forward, loss, backward, clip, optimizer and scheduler step; returns the loss."""
+    """Mask, forward, loss, backward, clip, optimizer and scheduler step; returns the loss.
+
+    With cached features ``batch.pixels`` is the head's input (B, F): only the head runs.
+    """
     pixels = batch.pixels.to(run.device, non_blocking=True)
     labels = batch.labels.to(run.device)
-    enc = run.model.encoder
-    pixels, keep = apply_mask(pixels, run.cfg.mask, enc.patch_size, fill=enc.mean, generator=gen)
-    with autocast_for(run.device):
-        logits = run.forward(pixels, keep=keep)
+    if run.cached:
+        logits = run.model.head(pixels).squeeze(-1)
+    else:
+        enc = run.model.encoder
+        pixels, keep = apply_mask(pixels, run.cfg.mask, enc.patch_size, fill=enc.mean, generator=gen)
+        with autocast_for(run.device):
+            logits = run.forward(pixels, keep=keep)
     loss = run.loss_fn(logits.float(), labels) if pixels.shape[0] else logits.sum() * 0.0
     run.optim.zero_grad(set_to_none=True)
     loss.backward()
