@@ -187,7 +187,7 @@ def model_precision(model: nn.Module) -> str:
 def _replace_modules(root: nn.Module, make: Callable[[nn.Module], nn.Module | None]) -> int:
     """Swap submodules for ``make(child)`` wherever ``make`` returns one. Returns how many were swapped.
 
-    A module registered under several parents (ClipEncoder keeps references to the blocks and
+    A module registered under several parents (a backbone adapter keeps references to the blocks and
     the projection of the transformers model it wraps) is converted once and the same new
     module is put in every parent, so the copies never diverge.
     """
