@@ -107,7 +107,8 @@ class DetectorModel(nn.Module):
                 lora_dropout=self.tune.lora_dropout,
                 target_modules=enc.lora_target_modules(),
             )
-            inject_adapter_in_model(cfg, enc.model)
+            # into the blocks only: what surrounds them (pooling heads) never gets adapters
+            inject_adapter_in_model(cfg, enc.blocks)
             for name, p in enc.named_parameters():
                 p.requires_grad_("lora_" in name)
         for p in self.head.parameters():

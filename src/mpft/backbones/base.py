@@ -193,8 +193,9 @@ class VisionBackbone(nn.Module):
         """What sits between the last block and a detector head (final norm, pooling head, projection)."""
         raise NotImplementedError
 
-    def lora_target_modules(self) -> list[str] | str:
-        """peft ``target_modules``: the attention and MLP projections of the blocks only."""
+    def lora_target_modules(self) -> list[str]:
+        """peft ``target_modules``: name suffixes of the attention and MLP projections inside one block
+        (LoRA is injected into :attr:`blocks`, so modules outside them never match)."""
         raise NotImplementedError
 
     # ---- geometry -------------------------------------------------------------------------------

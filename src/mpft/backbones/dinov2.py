@@ -56,8 +56,9 @@ class Dinov2Encoder(VisionBackbone):
     def head_side_parameters(self) -> list[nn.Parameter]:
         return list(self._norm.parameters())
 
-    def lora_target_modules(self) -> str:
-        return r".*encoder\.layer\.\d+\.(attention\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(fc1|fc2|gate_proj|up_proj|down_proj))"
+    def lora_target_modules(self) -> list[str]:
+        # fc1/fc2 for the plain MLP, gate/up/down for the SwiGLU one (the giant checkpoints)
+        return ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2", "gate_proj", "up_proj", "down_proj"]
 
     @classmethod
     def load_pretrained(cls, name_or_dir: str) -> nn.Module:

@@ -72,8 +72,8 @@ class Dinov3Encoder(VisionBackbone):
     def head_side_parameters(self) -> list[nn.Parameter]:
         return list(self._norm.parameters())
 
-    def lora_target_modules(self) -> str:
-        return r".*layer\.\d+\.(attention\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
+    def lora_target_modules(self) -> list[str]:
+        return ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
     @classmethod
     def load_pretrained(cls, name_or_dir: str) -> nn.Module:

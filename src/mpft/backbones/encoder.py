@@ -60,7 +60,7 @@ class ClipEncoder(VisionBackbone):
         return params
 
     def lora_target_modules(self) -> list[str]:
-        """Module name suffixes of the attention and MLP projections (for peft's LoRA)."""
+        """Module name suffixes of the attention and MLP projections inside a block (for peft's LoRA)."""
         return ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 
     def embed_all(self, pixels: torch.Tensor) -> torch.Tensor:

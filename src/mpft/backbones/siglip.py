@@ -60,10 +60,10 @@ class SiglipEncoder(VisionBackbone):
             params += list(self._head.parameters())
         return params
 
-    def lora_target_modules(self) -> str:
-        # a regex (peft full-matches it): the pooling head also has an MLP (fc1/fc2) and an out_proj
-        # inside nn.MultiheadAttention, which LoRA must not touch
-        return r".*encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))"
+    def lora_target_modules(self) -> list[str]:
+        # matched inside the blocks only: the pooling head's MLP (fc1/fc2) and the out_proj of its
+        # nn.MultiheadAttention stay untouched
+        return ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 
     @classmethod
     def load_pretrained(cls, name_or_dir: str) -> nn.Module:
