@@ -231,7 +231,8 @@ def test_unseen_generators_feature_cache_gives_the_scorers_scores():
         torch.nn.init.normal_(suffix.head.weight, std=1.0)
     last_k = create_model(enc, {"strategy": "last-k", "layers": k})
     with torch.no_grad():
-        tuned = [(last_k.encoder.block_parameters(i), suffix.enc.block_parameters(i)) for i in range(layers - k, layers)]
+        tuned = [(last_k.encoder.block_parameters(i), suffix.enc.block_parameters(i))
+                 for i in range(layers - k, layers)]
         tuned.append((last_k.encoder.head_side_parameters(), suffix.enc.head_side_parameters()))
         for dst, src in tuned:
             for a, b in zip(dst, src, strict=True):
