@@ -209,3 +209,33 @@ def test_every_registered_family_has_a_tiny_instance_here():
     """A family added to FAMILIES without a tiny instance in the kit would go untested."""
     kit = {EXPECTED[name][0] for name in TINY_FAMILIES}
     assert {f.name for f in FAMILIES} == kit
+
+
+def test_backbone_list_shows_every_family_preset_and_whether_it_is_cached(tmp_path, monkeypatch, capsys):
+    """A preset counts as offline only when the HF cache holds its config and weights."""
+    from huggingface_hub import constants
+
+    from mpft.cli import main
+
+    preset = FAMILIES[2].presets[0]
+    snap = tmp_path / f"models--{preset.replace('/', '--')}" / "snapshots" / "abc"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("abc")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+
+    def rows():
+        capsys.readouterr()
+        assert main(["backbone", "list", "--json"]) == 0
+        return {r["spec"]: r for r in json.loads(capsys.readouterr().out)}
+
+    listed = rows()
+    for fam in FAMILIES:
+        for p in fam.presets:
+            assert listed[f"hf:{p}"]["family"] == fam.name
+    assert listed[f"hf:{preset}"]["cached"] is False  # a config without weights is not usable offline
+    (snap / "model.safetensors").write_bytes(b"x")
+    listed = rows()
+    assert listed[f"hf:{preset}"]["cached"] is True and listed[f"hf:{preset}"]["path"] == str(snap)
+    assert sum(r["cached"] is True for k, r in listed.items() if k.startswith("hf:")) == 1

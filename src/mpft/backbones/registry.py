@@ -80,6 +80,7 @@ def known_backbones() -> list[dict]:
     rows = [
         {
             "spec": DEFAULT_BACKBONE,
+            "family": "clip",
             "description": _REGISTRY[DEFAULT_BACKBONE].description,
             "cached": b16_cache_dir().joinpath("model.safetensors").is_file(),
             "path": str(b16_cache_dir()),
@@ -89,6 +90,7 @@ def known_backbones() -> list[dict]:
         rows.append(
             {
                 "spec": f"random:{name}",
+                "family": "clip",
                 "description": f"random weights, {name} shape",
                 "cached": True,
                 "path": None,
@@ -109,6 +111,7 @@ def known_backbones() -> list[dict]:
     rows.append(
         {
             "spec": "hf:<id or dir>",
+            "family": None,
             "description": _REGISTRY["hf"].description,
             "cached": None,
             "path": None,
@@ -117,6 +120,7 @@ def known_backbones() -> list[dict]:
     rows.append(
         {
             "spec": "openai:<path.pt>",
+            "family": "clip",
             "description": _REGISTRY["openai"].description,
             "cached": None,
             "path": None,
