@@ -57,7 +57,8 @@ def _reference(enc, x, keep):
     if family == "dinov2":
         hidden = m.encoder(emb).last_hidden_state
         return hidden, m.layernorm(hidden)[:, 0]
-    # dinov3: the model's own rotary module, its angles gathered for the kept patches
+    assert family == "dinov3", f"no reference forward for family {family!r}: add one here"
+    # the model's own rotary module, its angles gathered for the kept patches
     cos, sin = m.rope_embeddings(x)
     if keep is not None:
         cos, sin = cos[keep].unsqueeze(1), sin[keep].unsqueeze(1)
