@@ -157,3 +157,16 @@ def test_every_strategy_trains_on_every_family(family, tmp_path, data):
         else:
             moved = [k for k in backbone if not torch.equal(state[k], pretrained[k])]
             assert moved, f"{family}/{name}: no backbone tensor changed"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_predict_in_reduced_precision(trained, tmp_path, precision):
+    """int8 quantizes the blocks' Linear layers (never SigLIP's attention-pooling internals) and bf16 autocasts:
+    both load and stay near fp32 on every family."""
+    from mpft import Detector
+
+    _, _, ckpt = trained
+    imgs = [write_image(tmp_path / f"{i}.png", 48, 40, seed=i) for i in range(2)]
+    want = [p.probability for p in Detector.load(ckpt).predict(imgs)]
+    got = [p.probability for p in Detector.load(ckpt, precision=precision).predict(imgs)]
+    assert got == pytest.approx(want, abs=0.02)
