@@ -240,3 +240,19 @@ def test_backbone_list_shows_every_family_preset_and_whether_it_is_cached(tmp_pa
     listed = rows()
     assert listed[f"hf:{preset}"]["cached"] is True and listed[f"hf:{preset}"]["path"] == str(snap)
     assert sum(r["cached"] is True for k, r in listed.items() if k.startswith("hf:")) == 1
+
+
+def test_only_the_adapters_know_transformers_module_names():
+    """Code above mpft.backbones goes through the interface: no adapter internals, no transformers
+    vision classes, no CLS-at-index-0 assumption (summary_token / pool say what a family reads)."""
+    import re
+
+    from tests.kit import REPO
+
+    internals = re.compile(r"\._(layers|post_ln|pre_ln|projection|embeddings|head|norm|rope)\b|vision_model\b"
+                           r"|from transformers import .*(CLIP|Siglip|Dinov|DINOv)|hidden\[:, 0\]")
+    files = [p for p in (REPO / "src" / "mpft").rglob("*.py") if "backbones" not in p.parts]
+    files += list((REPO / "benchmarks").rglob("*.py"))
+    offenders = [f"{p.relative_to(REPO)}:{i}" for p in files
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if internals.search(line)]
+    assert not offenders, offenders
