@@ -19,8 +19,8 @@ Models and scripts
     tiny_checkpoint(path, strategy, ...)  a random:tiny detector (32 px input, 4x4 grid) saved at path,
                                           built by mpft.model.create_model
     tiny_family_dir(path, family, ...)    a tiny random transformers instance of a backbone family
-                                          (TINY_FAMILIES: clip, metaclip2, siglip, dinov2, dinov2-reg,
-                                          dinov3) saved with save_pretrained + preprocessor_config.json,
+                                          (TINY_FAMILIES: clip, metaclip2, siglip, siglip2, dinov2,
+                                          dinov2-reg, dinov3) saved with save_pretrained + preprocessor_config.json,
                                           for hf:<path> (no download)
     load_script(name)                     benchmarks/<name>.py imported as module <name>
 
@@ -235,6 +235,9 @@ TINY_FAMILIES = {
     "siglip": ("SiglipVisionConfig", "SiglipVisionModel", {**_TINY, "intermediate_size": 64, "image_size": 32},
                {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "size": {"height": 32, "width": 32},
                 "resample": 2}),
+    # NaFlex: no image size; 16 position embeddings = a 4x4 grid (32 px), max_num_patches states the same
+    "siglip2": ("Siglip2VisionConfig", "Siglip2VisionModel", {**_TINY, "intermediate_size": 64, "num_patches": 16},
+                {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "max_num_patches": 16, "resample": 2}),
     "dinov2": ("Dinov2Config", "Dinov2Model", {**_TINY, "mlp_ratio": 2, "image_size": 48},
                {**_IMAGENET, "do_center_crop": True, "crop_size": {"height": 32, "width": 32},
                 "size": {"shortest_edge": 36}, "resample": 3}),

@@ -300,9 +300,14 @@ def quantize_int8(model: DetectorModel, *, inplace: bool = False, reduce_range: 
         from torch.ao.quantization import per_channel_dynamic_qconfig
 
         linear_cls = _dynamic_linear_class()
+        enc = model.encoder
+        # the transformer's compute (blocks, head side) only: an input embedding that is a Linear
+        # (SigLIP 2 NaFlex's patch embedding) takes pixels and stays fp32, like CLIP's conv
+        quantizable = {id(p) for i in range(enc.num_layers) for p in enc.block_parameters(i)}
+        quantizable |= {id(p) for p in enc.head_side_parameters()}
 
         def to_int8(child: nn.Module) -> nn.Module | None:
-            if type(child) is not nn.Linear:
+            if type(child) is not nn.Linear or id(child.weight) not in quantizable:
                 return None
             child.qconfig = per_channel_dynamic_qconfig
             q = linear_cls.from_float(child)

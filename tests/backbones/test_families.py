@@ -23,6 +23,7 @@ EXPECTED = {
     "clip": ("clip", 1, 16),
     "metaclip2": ("metaclip2", 1, 16),
     "siglip": ("siglip", 0, 32),
+    "siglip2": ("siglip2", 0, 32),
     "dinov2": ("dinov2", 1, 32),
     "dinov2-reg": ("dinov2", 3, 32),
     "dinov3": ("dinov3", 3, 32),
@@ -44,14 +45,19 @@ def _reference(enc, x, keep):
     """The transformers modules run by hand on the kept tokens: (last hidden states, pooled embedding)."""
     m, p, family = enc.model, enc.num_prefix_tokens, enc.family
     vm = getattr(m, "vision_model", m)  # CLIP towers with a projection nest the vision model
-    emb = vm.embeddings(x)
+    if family == "siglip2":  # NaFlex: the processor's patch layout, (B, N, P*P*3) channels-last
+        g = x.shape[-1] // 8
+        patches = x.reshape(len(x), 3, g, 8, g, 8).permute(0, 2, 4, 3, 5, 1).reshape(len(x), g * g, -1)
+        emb = m.embeddings(patches, torch.tensor([[g, g]] * len(x)))
+    else:
+        emb = vm.embeddings(x)
     if keep is not None:
         emb = torch.cat([emb[:, :p], torch.stack([emb[i, p:][keep[i]] for i in range(len(keep))])], dim=1)
     if family in ("clip", "metaclip2"):
         hidden = vm.encoder(inputs_embeds=vm.pre_layrnorm(emb)).last_hidden_state
         pooled = vm.post_layernorm(hidden[:, 0])
         return hidden, m.visual_projection(pooled)
-    if family == "siglip":
+    if family in ("siglip", "siglip2"):
         hidden = m.encoder(inputs_embeds=emb).last_hidden_state
         return hidden, m.head(m.post_layernorm(hidden))
     if family == "dinov2":
@@ -82,7 +88,13 @@ def test_plain_forward_pools_as_the_model_does(tiny):
     x = _pixels()
     with torch.no_grad():
         ours = enc(x).embedding
-        ref = enc.model(pixel_values=x)
+        if enc.family == "siglip2":  # NaFlex towers take the processor's patches, mask and grid shapes
+            g = x.shape[-1] // 8
+            patches = x.reshape(2, 3, g, 8, g, 8).permute(0, 2, 4, 3, 5, 1).reshape(2, g * g, -1)
+            ref = enc.model(pixel_values=patches, pixel_attention_mask=torch.ones(2, g * g, dtype=torch.long),
+                            spatial_shapes=torch.tensor([[g, g]] * 2))
+        else:
+            ref = enc.model(pixel_values=x)
     pooled = ref.image_embeds if hasattr(ref, "image_embeds") else ref.pooler_output
     torch.testing.assert_close(ours, pooled, atol=1e-5, rtol=1e-5)
 
@@ -197,13 +209,14 @@ def test_processor_contract_rules():
     from mpft.backbones.siglip import SiglipEncoder
 
     crop = {"do_center_crop": True, "crop_size": {"height": 224, "width": 224}, "size": {"shortest_edge": 256}}
-    assert processor_contract(crop, SiglipEncoder, "x")["image_size"] == 224
-    assert processor_contract({"size": {"height": 384, "width": 384}}, SiglipEncoder, "x")["image_size"] == 384
-    defaults = processor_contract({}, SiglipEncoder, "x")
+    assert processor_contract(crop, SiglipEncoder, "x", 16)["image_size"] == 224
+    assert processor_contract({"size": {"height": 384, "width": 384}}, SiglipEncoder, "x", 16)["image_size"] == 384
+    defaults = processor_contract({}, SiglipEncoder, "x", 16)
     assert defaults == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "image_size": None,
                         "interpolation": "bicubic"}
+    assert processor_contract({"max_num_patches": 256}, SiglipEncoder, "x", 16)["image_size"] == 256  # NaFlex
     with pytest.raises(BackboneError, match="not square"):
-        processor_contract({"size": {"height": 224, "width": 256}}, SiglipEncoder, "x")
+        processor_contract({"size": {"height": 224, "width": 256}}, SiglipEncoder, "x", 16)
 
 
 def test_every_registered_family_has_a_tiny_instance_here():

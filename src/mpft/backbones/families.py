@@ -58,6 +58,13 @@ FAMILIES: tuple[Family, ...] = (
         ("google/siglip2-base-patch16-224", "google/siglip2-so400m-patch14-384", "google/siglip-base-patch16-224"),
     ),
     Family(
+        "siglip2",
+        "SigLIP 2 NaFlex (no CLS; run on its native square patch grid)",
+        "mpft.backbones.siglip2:Siglip2Encoder",
+        ("siglip2", "siglip2_vision_model"),
+        ("google/siglip2-base-patch16-naflex", "google/siglip2-so400m-patch16-naflex"),
+    ),
+    Family(
         "dinov2",
         "DINOv2, with or without registers (CLS + registers; interpolated positions)",
         "mpft.backbones.dinov2:Dinov2Encoder",

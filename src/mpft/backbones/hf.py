@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 from mpft.backbones.base import VisionBackbone, interpolation_name
@@ -37,7 +38,7 @@ def load_hf(spec: str, arg: str) -> VisionBackbone:
         model = adapter.load_pretrained(arg)
     except OSError as exc:
         raise BackboneNotAvailableError(f"cannot load the weights of {spec}: {exc}") from exc
-    contract = processor_contract(read_processor_config(arg), adapter, spec)
+    contract = processor_contract(read_processor_config(arg), adapter, spec, int(model.config.patch_size))
     encoder = adapter(model.float(), spec=spec, **contract)
     if not adapter.interpolates_positions and encoder.image_size != int(model.config.image_size):
         raise BackboneError(
@@ -66,17 +67,20 @@ def read_processor_config(arg: str) -> dict:
     return json.loads(Path(found).read_text()) if found else {}
 
 
-def processor_contract(pp: dict, adapter: type[VisionBackbone], spec: str) -> dict:
+def processor_contract(pp: dict, adapter: type[VisionBackbone], spec: str, patch_size: int) -> dict:
     """Image-processor settings -> the adapter's contract arguments (mean, std, image_size, interpolation).
 
-    The size is the centre crop when the processor crops, else its resize target; a processor that
-    gives non-square inputs has no square contract and is refused.
+    The size is the centre crop when the processor crops, else its resize target, else (NaFlex) the
+    square of ``max_num_patches`` patches; a processor that gives non-square inputs is refused.
+    None leaves the size to the adapter (its config's).
     """
     size = None
     if pp.get("do_center_crop") and pp.get("crop_size") is not None:
         size = _square(pp["crop_size"], spec, "crop_size")
     elif pp.get("size") is not None:
         size = _square(pp["size"], spec, "size")
+    elif pp.get("max_num_patches"):
+        size = patch_size * math.isqrt(int(pp["max_num_patches"]))
     return {
         "mean": tuple(pp.get("image_mean", adapter.default_mean)),
         "std": tuple(pp.get("image_std", adapter.default_std)),

@@ -243,8 +243,8 @@ def _load_random(spec: str, arg: str) -> ClipEncoder:
     return ClipEncoder(model, spec=spec, mean=CLIP_MEAN, std=CLIP_STD)
 
 
-@register("hf", "a transformers checkpoint of a registered family (CLIP, MetaCLIP 2, SigLIP, DINOv2, DINOv3): hub "
-          "id (needs internet or the HF cache) or local folder")
+@register("hf", "a transformers checkpoint of a registered family (CLIP, MetaCLIP 2, SigLIP, SigLIP 2, DINOv2, "
+          "DINOv3): hub id (needs internet or the HF cache) or local folder")
 def _load_hf(spec: str, arg: str) -> VisionBackbone:
     return load_hf(spec, arg)
 
