@@ -170,3 +170,27 @@ def test_predict_in_reduced_precision(trained, tmp_path, precision):
     want = [p.probability for p in Detector.load(ckpt).predict(imgs)]
     got = [p.probability for p in Detector.load(ckpt, precision=precision).predict(imgs)]
     assert got == pytest.approx(want, abs=0.02)
+
+
+def test_preprocessing_resizes_with_the_backbones_interpolation(trained):
+    """An image smaller than the input is upscaled with the interpolation the image processor states
+    (bilinear for SigLIP / DINOv3 here, bicubic for CLIP / DINOv2), the same in predict and training."""
+    import numpy as np
+    from PIL import Image
+
+    from mpft import Detector
+    from mpft.data.transforms import prepare
+    from tests.kit import noise_image
+
+    _, tower, ckpt = trained
+    name = {2: "bilinear", 3: "bicubic"}[json.loads((tower / "preprocessor_config.json").read_text())["resample"]]
+    det = Detector.load(ckpt)
+    assert det.policy.interpolation == name
+    img = noise_image(20, 24, seed=1)
+    _, views = det.prepare(img)
+    expected = np.asarray(img.resize((32, 38), Image.Resampling[name.upper()]).crop((0, 3, 32, 35)))
+    assert np.array_equal(views[0].permute(1, 2, 0).numpy(), expected)
+    assert np.array_equal(prepare(img, det.policy, train=False), expected)  # the training/eval dataset's path
+    other = "bicubic" if name == "bilinear" else "bilinear"
+    assert not np.array_equal(np.asarray(img.resize((32, 38), Image.Resampling[other.upper()]).crop((0, 3, 32, 35))),
+                              expected)

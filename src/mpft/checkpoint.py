@@ -140,7 +140,7 @@ def _check_input_contract(preprocess: dict, contract: InputContract, directory: 
                     f"{list(want)}; this mpft normalises with the backbone's values"
                 )
     try:
-        PreprocessPolicy.from_dict(rest).for_backbone(contract.image_size)
+        PreprocessPolicy.from_dict(rest).for_backbone(contract.image_size, contract.interpolation)
     except ConfigError as exc:
         raise CheckpointError(f"{directory}: bad preprocess block in {CONFIG_NAME}: {exc}") from exc
     return rest
