@@ -269,3 +269,22 @@ def test_only_the_adapters_know_transformers_module_names():
     offenders = [f"{p.relative_to(REPO)}:{i}" for p in files
                  for i, line in enumerate(p.read_text().splitlines(), 1) if internals.search(line)]
     assert not offenders, offenders
+
+
+def test_hub_ids_load_from_the_hf_cache_offline(tmp_path, monkeypatch):
+    """hf:ORG/NAME resolves through the HF cache (what users online get after a download): config,
+    weights and image processor, without a network."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    snap = tmp_path / "cache" / "models--acme--tiny-dino" / "snapshots" / "abc"
+    snap.parent.mkdir(parents=True)
+    shutil.copytree(tiny_family_dir(tmp_path / "src", "dinov2-reg"), snap)
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("abc")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    enc = load_backbone("hf:acme/tiny-dino")
+    assert (enc.family, enc.num_prefix_tokens, enc.image_size) == ("dinov2", 3, 32)  # 32: the processor's crop
+    assert enc.input_contract.mean == (0.485, 0.456, 0.406)
