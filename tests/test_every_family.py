@@ -2,7 +2,7 @@
 transformers instance of each family (tests/kit.py ``tiny_family_dir``, loaded as ``hf:DIR``; no download).
 
 Each command runs once per family on a LoRA + TAM checkpoint trained by ``mpft train``; every tuning
-strategy (linear, last-K, LoRA, full, feature blocks) trains with TAM (drop) on every family through
+strategy the issue names (linear, last-K, LoRA, feature blocks) trains with TAM (drop) on every family through
 ``mpft.training.train``, the function ``mpft train`` calls. About 25 s in all on 2 cores.
 """
 
@@ -25,7 +25,6 @@ STRATEGIES = {
     "linear": {"strategy": "linear"},
     "last-k": {"strategy": "last-k", "layers": 2},
     "lora": {"strategy": "lora", "lora_rank": 2},
-    "full": {"strategy": "full"},
     "feature-blocks": {"strategy": "linear", "feature_blocks": [2, 4]},
 }
 
