@@ -127,11 +127,24 @@ class VisionBackbone(nn.Module):
     tokens), so running on a subset of patch tokens is exactly the transformer applied to those
     tokens (MAE-style masking). Prefix tokens (CLS, registers) are never dropped.
 
-    Subclasses set ``family`` and implement the abstract methods below; ``model`` is the
+    Subclasses set the class attributes and implement the abstract methods below; ``model`` is the
     transformers module (its state dict is the backbone's identity).
     """
 
+    #: the family's name (``mpft backbone list``, ``info()``)
     family: str = ""
+    #: normalisation and resize filter when a checkpoint has no image-processor config
+    default_mean: tuple[float, float, float]
+    default_std: tuple[float, float, float]
+    default_interpolation: str = "bicubic"
+    #: whether its embeddings resize position information to another input size (DINOv2/v3 do;
+    #: CLIP and SigLIP only take the size they were trained at)
+    interpolates_positions: bool = False
+
+    @classmethod
+    def load_pretrained(cls, name_or_dir: str) -> nn.Module:
+        """Hub id or folder -> the transformers vision module this adapter wraps (``hf:``)."""
+        raise NotImplementedError
 
     def __init__(
         self,
