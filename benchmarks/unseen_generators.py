@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mpft.backbones import load_backbone
+from mpft.backbones import gather_tokens, load_backbone
 from mpft.data.dataset import balance_weights
 from mpft.data.images import decode_image
 from mpft.data.scan import list_images
@@ -190,7 +190,7 @@ class Store:
     def __init__(self, root: Path, name: str, n_items: int, n_views: int, enc, prefix_at: int | None):
         self.root, self.name = root, name
         L, D = enc.num_layers, enc.width
-        T = 1 + enc.num_patches
+        T = enc.num_prefix_tokens + enc.num_patches
         shapes = {
             "cls": ((n_items, n_views, L, D), np.float16),
             "emb": ((n_items, n_views, enc.embed_dim), np.float32),
@@ -217,7 +217,7 @@ class Store:
 
 @torch.inference_mode()
 def encode(enc, views: np.ndarray, prefix_at: int | None, precision: str) -> dict[str, np.ndarray]:
-    """(V, S, S, 3) uint8 -> per-block CLS (V, L, D), embedding, texture (V, N), prefix states."""
+    """(V, S, S, 3) uint8 -> per-block summary token (CLS; V, L, D), embedding, texture (V, N), prefix states."""
     x01 = torch.from_numpy(views).permute(0, 3, 1, 2).float() / 255
     tex = texture_scores(x01, enc.patch_size, "gradient")
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else torch.autocast("cpu", enabled=False)
@@ -228,7 +228,7 @@ def encode(enc, views: np.ndarray, prefix_at: int | None, precision: str) -> dic
             if prefix_at is not None and i == prefix_at:
                 prefix = hidden.float()
             hidden = enc.run_blocks(hidden, i, i + 1)
-            cls.append(hidden[:, 0].float())
+            cls.append(enc.summary_token(hidden).float())
         emb = enc.pool(hidden).float()
     out = {"cls": torch.stack(cls, 1).numpy(), "emb": emb.numpy(), "texture": tex.numpy()}
     if prefix is not None:
@@ -353,38 +353,38 @@ def train_probe(feats: torch.Tensor, labels: np.ndarray, weights: np.ndarray, m:
 
 
 class Suffix(torch.nn.Module):
-    """The last K blocks (a copy), post-LN, projection and head: what last-K / LoRA train."""
+    """Blocks ``start``.. of a copy of the encoder, its head side (final norm, pooling, projection) and
+    a linear head: what last-K / LoRA train, on cached hidden states of block ``start``."""
 
     def __init__(self, enc, start: int, lora: bool, seed: int):
         super().__init__()
         import copy
 
         torch.manual_seed(seed)
-        self.blocks = copy.deepcopy(torch.nn.ModuleList(list(enc._layers[start:])))
-        self.post_ln = copy.deepcopy(enc._post_ln)
-        self.proj = copy.deepcopy(enc._projection)
+        self.enc, self.start = copy.deepcopy(enc), start
         self.head = torch.nn.Linear(enc.embed_dim, 1)
         torch.nn.init.normal_(self.head.weight, std=0.01)
         torch.nn.init.zeros_(self.head.bias)
+        for p in self.enc.parameters():
+            p.requires_grad_(False)
         if lora:
             from peft import LoraConfig, inject_adapter_in_model
 
-            for p in self.parameters():
-                p.requires_grad_(False)
             inject_adapter_in_model(
-                LoraConfig(r=8, lora_alpha=16, target_modules=enc.lora_target_modules()), self.blocks
+                LoraConfig(r=8, lora_alpha=16, target_modules=enc.lora_target_modules()),
+                torch.nn.ModuleList(list(self.enc.blocks[start:])),
             )
-            for n_, p in self.named_parameters():
-                p.requires_grad_("lora_" in n_ or n_.startswith("head."))
+            for n_, p in self.enc.named_parameters():
+                p.requires_grad_("lora_" in n_)
+        else:
+            tuned = [p for i in range(start, enc.num_layers) for p in self.enc.block_parameters(i)]
+            for p in tuned + self.enc.head_side_parameters():
+                p.requires_grad_(True)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        for layer in self.blocks:
-            out = layer(hidden, None)
-            hidden = out[0] if isinstance(out, tuple) else out
-        pooled = self.post_ln(hidden[:, 0])
-        if self.proj is not None:
-            pooled = self.proj(pooled)
-        return self.head(pooled).squeeze(-1)
+    def forward(self, hidden: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden: (B, P+K, D) states entering block ``start``; keep: (B, K) patches present (None: all)."""
+        hidden = self.enc.run_blocks(hidden, self.start, self.enc.num_layers, keep)
+        return self.head(self.enc.pool(hidden)).squeeze(-1)
 
 
 def train_suffix(enc, store: Store, idx, labels, weights, m: Method, seed: int, prefix_at: int, batch: int = 16):
@@ -413,10 +413,10 @@ def train_suffix(enc, store: Store, idx, labels, weights, m: Method, seed: int, 
             tex = torch.from_numpy(np.stack([store.arrays["texture"][r, c] for r, c in pairs]))
             n_keep = tex.shape[1] - int(round(m.ratio * tex.shape[1]))
             keep = tex.argsort(dim=1)[:, :n_keep].sort(dim=1).values  # hide the most textured patches
-            patches = hidden[:, 1:]
-            gathered = torch.gather(patches, 1, keep.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
-            hidden = torch.cat([hidden[:, :1], gathered], 1)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(hidden), y[i])
+            hidden = gather_tokens(hidden, keep, enc.num_prefix_tokens)
+        else:
+            keep = None
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(hidden, keep), y[i])
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)

@@ -23,6 +23,11 @@ Prerequisites
 Models and scripts
     tiny_checkpoint(path, strategy, ...)  a random:tiny detector (32 px input, 4x4 grid) saved at path,
                                           built by mpft.model.create_model (lora_std: non-zero adapters)
+                                          built by mpft.model.create_model
+    tiny_family_dir(path, family, ...)    a tiny random transformers instance of a backbone family
+                                          (TINY_FAMILIES: clip, metaclip2, siglip, siglip2, dinov2,
+                                          dinov2-reg, dinov3) saved with save_pretrained + preprocessor_config.json,
+                                          for hf:<path> (no download)
     load_script(name)                     benchmarks/<name>.py imported as module <name>
 
 Fixtures built on the kit live in the conftest files: tests/conftest.py (data_root, tiny_ckpt =
@@ -246,6 +251,56 @@ def tiny_config(model, *, views: dict | None = None):
         preprocess=PreprocessPolicy().to_dict(),
         views=dict(views or {}),
     )
+
+
+# tiny shapes of every family: 32 px inputs, 8 px patches (4x4 grid), 4 blocks, width 32
+_TINY = {"hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2, "patch_size": 8}
+_CLIP_TINY = {**_TINY, "intermediate_size": 64, "image_size": 32, "projection_dim": 16, "hidden_act": "quick_gelu"}
+_IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+# family -> (vision config class, model class, config kwargs, image processor settings); DINOv2's
+# position embeddings are for 48 px and interpolated to its 32 px crop, as the real ones (518 -> 224)
+TINY_FAMILIES = {
+    "clip": ("CLIPVisionConfig", "CLIPVisionModelWithProjection", _CLIP_TINY,
+             {"image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+              "do_center_crop": True, "crop_size": {"height": 32, "width": 32}, "size": {"shortest_edge": 32},
+              "resample": 3}),
+    "metaclip2": ("MetaClip2VisionConfig", "MetaClip2VisionModelWithProjection", _CLIP_TINY,
+                  {"image_mean": [0.48145466, 0.4578275, 0.40821073],
+                   "image_std": [0.26862954, 0.26130258, 0.27577711], "do_center_crop": True,
+                   "crop_size": {"height": 32, "width": 32}, "resample": 3}),
+    "siglip": ("SiglipVisionConfig", "SiglipVisionModel", {**_TINY, "intermediate_size": 64, "image_size": 32},
+               {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "size": {"height": 32, "width": 32},
+                "resample": 2}),
+    # NaFlex: no image size; 16 position embeddings = a 4x4 grid (32 px), max_num_patches states the same
+    "siglip2": ("Siglip2VisionConfig", "Siglip2VisionModel", {**_TINY, "intermediate_size": 64, "num_patches": 16},
+                {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "max_num_patches": 16, "resample": 2}),
+    "dinov2": ("Dinov2Config", "Dinov2Model", {**_TINY, "mlp_ratio": 2, "image_size": 48},
+               {**_IMAGENET, "do_center_crop": True, "crop_size": {"height": 32, "width": 32},
+                "size": {"shortest_edge": 36}, "resample": 3}),
+    "dinov2-reg": ("Dinov2WithRegistersConfig", "Dinov2WithRegistersModel",
+                   {**_TINY, "mlp_ratio": 2, "image_size": 48, "num_register_tokens": 2},
+                   {**_IMAGENET, "do_center_crop": True, "crop_size": {"height": 32, "width": 32}, "resample": 3}),
+    "dinov3": ("DINOv3ViTConfig", "DINOv3ViTModel",
+               {**_TINY, "intermediate_size": 64, "image_size": 32, "num_register_tokens": 2},
+               {**_IMAGENET, "size": {"height": 32, "width": 32}, "resample": 2}),
+}
+
+
+def tiny_family_dir(path: Path, family: str, seed: int = 0) -> Path:
+    """A tiny random ``family`` vision tower (TINY_FAMILIES) written to ``path`` as a transformers
+    checkpoint (save_pretrained) with a ``preprocessor_config.json``; load it with ``hf:<path>``."""
+    import json
+
+    import torch
+    import transformers
+
+    config_cls, model_cls, shape, processor = TINY_FAMILIES[family]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = getattr(transformers, model_cls)(getattr(transformers, config_cls)(**shape))
+    model.save_pretrained(path)
+    (Path(path) / "preprocessor_config.json").write_text(json.dumps(processor))
+    return Path(path)
 
 
 def load_script(name: str) -> ModuleType:

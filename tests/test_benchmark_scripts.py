@@ -227,14 +227,17 @@ def test_unseen_generators_feature_cache_gives_the_scorers_scores():
     suffix = ug.Suffix(enc, layers - k, lora=False, seed=0)
     with torch.no_grad():  # as if trained: the tuned blocks leave the backbone's weights
         for prm in suffix.parameters():
-            prm.add_(torch.randn_like(prm) * 0.2)
+            if prm.requires_grad:
+                prm.add_(torch.randn_like(prm) * 0.2)
         torch.nn.init.normal_(suffix.head.weight, std=1.0)
     last_k = create_model(enc, {"strategy": "last-k", "layers": k})
     with torch.no_grad():
-        for i, block in enumerate(suffix.blocks):
-            last_k.encoder._layers[layers - k + i].load_state_dict(block.state_dict())
-        last_k.encoder._post_ln.load_state_dict(suffix.post_ln.state_dict())
-        last_k.encoder._projection.load_state_dict(suffix.proj.state_dict())
+        tuned = [(last_k.encoder.block_parameters(i), suffix.enc.block_parameters(i))
+                 for i in range(layers - k, layers)]
+        tuned.append((last_k.encoder.head_side_parameters(), suffix.enc.head_side_parameters()))
+        for dst, src in tuned:
+            for a, b in zip(dst, src, strict=True):
+                a.copy_(b)
         last_k.head.load_state_dict(suffix.head.state_dict())
         prefix = torch.stack([torch.from_numpy(f["prefix"]) for f in feats])
         logits = suffix.eval()(prefix.flatten(0, 1)).view(len(images), len(names))

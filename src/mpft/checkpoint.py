@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mpft import __version__
-from mpft.backbones.encoder import InputContract
+from mpft.backbones.base import InputContract
 from mpft.config import DEFAULT_THRESHOLD, DEFAULT_UNCERTAIN_BAND
 from mpft.data.transforms import PreprocessPolicy
 from mpft.errors import CheckpointError, ConfigError
@@ -42,6 +42,9 @@ class DetectorConfig:
     preprocess: dict
     # which views are scored and how they combine (mpft.views.ViewConfig); {} = one centre crop
     views: dict = field(default_factory=dict)
+    # the backbone's InputContract when the checkpoint was written ({} in older checkpoints): loading
+    # refuses a backbone whose image processor now says otherwise
+    input_contract: dict = field(default_factory=dict)
     threshold: float = DEFAULT_THRESHOLD
     uncertain_band: float = DEFAULT_UNCERTAIN_BAND
     thresholds: dict = field(default_factory=dict)
@@ -81,6 +84,7 @@ def save_checkpoint(
     """Write the checkpoint directory atomically (temp dir beside it, then rename)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    config.input_contract = model.encoder.input_contract.to_dict()
     state = model.trainable_state_dict()
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
@@ -136,7 +140,7 @@ def _check_input_contract(preprocess: dict, contract: InputContract, directory: 
                     f"{list(want)}; this mpft normalises with the backbone's values"
                 )
     try:
-        PreprocessPolicy.from_dict(rest).for_backbone(contract.image_size)
+        PreprocessPolicy.from_dict(rest).for_backbone(contract.image_size, contract.interpolation)
     except ConfigError as exc:
         raise CheckpointError(f"{directory}: bad preprocess block in {CONFIG_NAME}: {exc}") from exc
     return rest
@@ -148,7 +152,14 @@ def load_checkpoint(directory: str | Path, *, encoder=None) -> tuple[DetectorMod
     config = read_config(directory)
     MaskConfig.from_dict(config.mask)  # validate early: a bad mask block is a bad checkpoint
     model = build_model(config, encoder)
-    config.preprocess = _check_input_contract(config.preprocess, model.encoder.input_contract, directory)
+    contract = model.encoder.input_contract
+    if config.input_contract and (diff := contract.differences(config.input_contract)):
+        raise CheckpointError(
+            f"{directory}: the checkpoint was trained on inputs its backbone {config.backbone} no longer takes: "
+            f"{'; '.join(diff)}. The backbone's image processor (preprocessor_config.json) or its config changed "
+            "since training; restore the one it was trained with, or retrain"
+        )
+    config.preprocess = _check_input_contract(config.preprocess, contract, directory)
     actual = model.encoder.weights_sha256
     if actual != config.backbone_sha256:
         raise CheckpointError(

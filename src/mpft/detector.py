@@ -102,7 +102,8 @@ class Detector:
         self.path = path
         self.device = device
         # the backbone sets the input size; the checkpoint only says how to resize or crop to it
-        self.policy = PreprocessPolicy.from_dict(config.preprocess).for_backbone(model.encoder.image_size)
+        enc = model.encoder
+        self.policy = PreprocessPolicy.from_dict(config.preprocess).for_backbone(enc.image_size, enc.interpolation)
         # the checkpoint's views unless the caller overrides them (--views)
         self.views = parse_views(views) if views is not None else ViewConfig.from_dict(config.views or {})
         try:

@@ -187,7 +187,8 @@ def _occlusion(
     n = flat.numel()
     n_groups = int(flat.max()) + 1
     if n_groups == 1:
-        # removing every patch token would leave only CLS: not an occlusion of part of the image
+        # removing every patch token would leave only the prefix tokens (CLS, registers; none for SigLIP):
+        # not an occlusion of part of the image
         raise ConfigError(
             f"--group {group} covers the whole {patch_grid}x{patch_grid} grid; use a smaller group"
         )

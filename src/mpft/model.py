@@ -1,4 +1,4 @@
-"""The detector network: CLIP encoder + tuning strategy + one-logit head.
+"""The detector network: vision backbone + tuning strategy + one-logit head.
 
 Tuning strategies decide which tensors train (and therefore which a checkpoint stores):
 
@@ -7,8 +7,9 @@ Tuning strategies decide which tensors train (and therefore which a checkpoint s
 - ``lora``: LoRA adapters (peft) on attention and MLP projections, plus the head;
 - ``full``: everything.
 
-The head reads the final pooled embedding, or (``TuneConfig.feature_blocks``) the CLS tokens of
-several blocks, each layer-normalised without parameters and concatenated: low-level traces of
+The head reads the final pooled embedding, or (``TuneConfig.feature_blocks``) one summary token of
+each of several blocks (CLS; the mean patch token for a family without CLS), each
+layer-normalised without parameters and concatenated: low-level traces of
 generators fade in the last blocks (RINE, Koutlis & Papadopoulos, ECCV 2024), so intermediate
 blocks can carry what the final embedding has lost.
 """
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from mpft.backbones import DEFAULT_BACKBONE, load_backbone
-from mpft.backbones.encoder import ClipEncoder
+from mpft.backbones.base import VisionBackbone
 from mpft.config import from_dict
 from mpft.errors import ConfigError
 
@@ -37,7 +38,7 @@ class TuneConfig:
     # None: 2 * lora_rank (resolved here, so a saved config always records the number used)
     lora_alpha: float | None = None
     lora_dropout: float = 0.0
-    # 1-based blocks whose CLS tokens feed the head; () = the final pooled embedding
+    # 1-based blocks whose summary tokens (CLS, or mean patch token) feed the head; () = the final pooled embedding
     feature_blocks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -66,7 +67,7 @@ class TuneConfig:
 class DetectorModel(nn.Module):
     """encoder -> (B, E) embedding -> Linear(E, 1) -> logit of "generated"."""
 
-    def __init__(self, encoder: ClipEncoder, tune: TuneConfig):
+    def __init__(self, encoder: VisionBackbone, tune: TuneConfig):
         super().__init__()
         if tune.strategy == "last-k" and tune.layers > encoder.num_layers:
             raise ConfigError(f"--layers {tune.layers} exceeds the backbone's {encoder.num_layers} blocks")
@@ -106,7 +107,8 @@ class DetectorModel(nn.Module):
                 lora_dropout=self.tune.lora_dropout,
                 target_modules=enc.lora_target_modules(),
             )
-            inject_adapter_in_model(cfg, enc.model)
+            # into the blocks only: what surrounds them (pooling heads) never gets adapters
+            inject_adapter_in_model(cfg, enc.blocks)
             for name, p in enc.named_parameters():
                 p.requires_grad_("lora_" in name)
         for p in self.head.parameters():
@@ -156,11 +158,11 @@ class DetectorModel(nn.Module):
         blocks = self.tune.feature_blocks
         if not blocks:
             return self.encoder(x, keep).embedding
-        return block_features(self.encoder.block_cls(x, blocks, keep))
+        return block_features(self.encoder.block_tokens(x, blocks, keep))
 
 
 def block_features(cls_tokens: torch.Tensor) -> torch.Tensor:
-    """(B, nb, D) CLS tokens of several blocks -> (B, nb * D), each layer-normalised without parameters.
+    """(B, nb, D) summary tokens of several blocks -> (B, nb * D), each layer-normalised without parameters.
 
     Blocks differ in scale by orders of magnitude; the parameter-free norm puts them on one footing
     so a single linear head (and weight decay) treats them alike.
@@ -170,7 +172,7 @@ def block_features(cls_tokens: torch.Tensor) -> torch.Tensor:
 
 
 def create_model(
-    backbone: str | ClipEncoder = DEFAULT_BACKBONE, tune: TuneConfig | dict | None = None
+    backbone: str | VisionBackbone = DEFAULT_BACKBONE, tune: TuneConfig | dict | None = None
 ) -> DetectorModel:
     """The one factory of detector networks (training, checkpoint loading, tests, benchmarks).
 

@@ -41,8 +41,8 @@ def view_pixels(img: Image.Image, policy: PreprocessPolicy, views: ViewConfig) -
     if img.mode != "RGB":
         img = img.convert("RGB")
     if policy.resize and min(img.size) != policy.side:
-        img = resize_shorter(img, policy.side)
-    arr = make_views(img, policy.side, views)
+        img = resize_shorter(img, policy.side, policy.resample)
+    arr = make_views(img, policy.side, views, policy.resample)
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
 
 

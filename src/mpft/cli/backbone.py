@@ -1,4 +1,4 @@
-"""``mpft backbone``: list, fetch and describe CLIP backbones."""
+"""``mpft backbone``: list, fetch and describe backbones (families, presets, what is reachable offline)."""
 
 from __future__ import annotations
 
@@ -12,24 +12,29 @@ from rich.table import Table
 from mpft.backbones import DEFAULT_BACKBONE
 from mpft.cli import app
 
-backbone_app = typer.Typer(help="List, fetch and inspect CLIP backbones.", no_args_is_help=True)
+backbone_app = typer.Typer(help="List, fetch and inspect backbones.", no_args_is_help=True)
 app.add_typer(backbone_app, name="backbone")
 
 
 @backbone_app.command("list")
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Show the known backbone specs and whether each is available offline."""
-    from mpft.backbones import known_backbones
+    """Show the backbone families and their presets, and which load offline (cached here)."""
+    from mpft.backbones import FAMILIES, known_backbones
 
     rows = known_backbones()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table("spec", "cached", "description")
+    table = Table("spec", "family", "offline", "description")
     for r in rows:
         cached = {True: "yes", False: "no", None: "-"}[r["cached"]]
-        table.add_row(r["spec"], cached, r["description"])
+        table.add_row(r["spec"], r.get("family") or "-", cached, r["description"])
     Console().print(table)
+    Console().print(
+        "offline: yes = loads without a network (cached here); no = downloads on first use (hf: needs the hub). "
+        "hf: takes any checkpoint of these families (transformers model types): "
+        + ", ".join(f"{f.name} ({', '.join(f.model_types)})" for f in FAMILIES)
+    )
 
 
 @backbone_app.command("fetch")

@@ -2,7 +2,8 @@
 
 Preprocessing policy: detection relies on high-frequency traces, which downscaling destroys.
 So by default images larger than the input size are *cropped*, never resized; only images
-smaller than the input are upscaled (bicubic) so their shorter side fits.
+smaller than the input are upscaled (with the backbone's interpolation, bicubic for CLIP) so their
+shorter side fits.
 """
 
 from __future__ import annotations
@@ -55,26 +56,37 @@ class PreprocessPolicy:
             if False (default), large images are cropped at native resolution.
         size: the input side; None (default) means the backbone's, filled in by
             :meth:`for_backbone`. A number is only a check: it must equal the backbone's.
+        interpolation: how images are resized to the input (a PIL filter name, lower case); None
+            (default) means the backbone's image processor's, filled in by :meth:`for_backbone`.
     """
 
     size: int | None = None
     resize: bool = False
+    interpolation: str | None = None
 
     def __post_init__(self) -> None:
         if self.size is not None and (not isinstance(self.size, int) or isinstance(self.size, bool) or self.size <= 0):
             raise ConfigError(f"preprocess size must be a positive integer, got {self.size!r}")
         if not isinstance(self.resize, bool):
             raise ConfigError(f"preprocess resize must be true or false, got {self.resize!r}")
+        if self.interpolation is not None:
+            resampling(self.interpolation)
 
-    def for_backbone(self, image_size: int) -> PreprocessPolicy:
-        """A copy with ``size`` set to the backbone's input side (position embeddings are not
-        interpolated, so no other size can be fed). Raises ConfigError if a set size differs."""
+    def for_backbone(self, image_size: int, interpolation: str = "bicubic") -> PreprocessPolicy:
+        """A copy with ``size`` and ``interpolation`` set to the backbone's (its input contract: position
+        embeddings are not interpolated, so no other size can be fed). Raises ConfigError if a set
+        value differs."""
         if self.size is not None and self.size != image_size:
             raise ConfigError(
                 f"preprocess size {self.size} does not match the backbone's input size {image_size}; "
                 "leave the size unset (the backbone sets it)"
             )
-        return PreprocessPolicy(size=image_size, resize=self.resize)
+        if self.interpolation is not None and self.interpolation != interpolation:
+            raise ConfigError(
+                f"preprocess interpolation {self.interpolation!r} does not match the backbone's {interpolation!r}; "
+                "leave it unset (the backbone sets it)"
+            )
+        return PreprocessPolicy(size=image_size, resize=self.resize, interpolation=interpolation)
 
     @property
     def side(self) -> int:
@@ -84,8 +96,14 @@ class PreprocessPolicy:
         return self.size
 
     def to_dict(self) -> dict:
-        """JSON-friendly dict; an unset size is left out (the backbone sets it)."""
-        return {"resize": self.resize} if self.size is None else {"size": self.size, "resize": self.resize}
+        """JSON-friendly dict; an unset size or interpolation is left out (the backbone sets it)."""
+        d = {"resize": self.resize} if self.size is None else {"size": self.size, "resize": self.resize}
+        return d if self.interpolation is None else {**d, "interpolation": self.interpolation}
+
+    @property
+    def resample(self) -> Image.Resampling:
+        """The PIL filter that resizes to the input (bicubic until resolved with :meth:`for_backbone`)."""
+        return resampling(self.interpolation or "bicubic")
 
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessPolicy:
@@ -170,12 +188,21 @@ def draft_side(policy: PreprocessPolicy) -> int | None:
     return math.ceil(policy.side * _REDUCING_GAP) if policy.resize else None
 
 
-def resize_shorter(img: Image.Image, size: int) -> Image.Image:
-    """Resize (bicubic) so the shorter side is ``size``, keeping the aspect ratio."""
+def resampling(name: str) -> Image.Resampling:
+    """An interpolation name (``InputContract.interpolation``: "bicubic", "bilinear", ...) -> PIL's filter."""
+    try:
+        return Image.Resampling[str(name).upper()]
+    except KeyError:
+        known = [r.name.lower() for r in Image.Resampling]
+        raise ConfigError(f"unknown interpolation {name!r}; known: {known}") from None
+
+
+def resize_shorter(img: Image.Image, size: int, resample: Image.Resampling = Image.Resampling.BICUBIC) -> Image.Image:
+    """Resize (bicubic unless ``resample`` says) so the shorter side is ``size``, keeping the aspect ratio."""
     w, h = img.size
     # max(size, ...) guards against rounding the longer side below the crop size.
     new = (size, max(size, round(h * size / w))) if w <= h else (max(size, round(w * size / h)), size)
-    return img.resize(new, Image.Resampling.BICUBIC, reducing_gap=_REDUCING_GAP)
+    return img.resize(new, resample, reducing_gap=_REDUCING_GAP)
 
 
 def _augment(img: Image.Image, augment: Augment, rng: np.random.Generator, size: int) -> Image.Image:
@@ -230,7 +257,7 @@ def prepare(
         img = _augment(img, augment, rng, size)
     w, h = img.size
     if min(w, h) < size or (policy.resize and min(w, h) != size):
-        img = resize_shorter(img, size)
+        img = resize_shorter(img, size, policy.resample)
         w, h = img.size
     if train:
         left = int(rng.integers(0, w - size + 1))

@@ -153,7 +153,7 @@ def _build(
     # the factory copies a caller's encoder when tuning would change it in place
     model = create_model(encoder if encoder is not None else cfg.backbone, cfg.tune).to(device)
     # the backbone sets the input size (position embeddings are not interpolated); the caller's policy stays as given
-    policy = cfg.preprocess.for_backbone(model.encoder.image_size)
+    policy = cfg.preprocess.for_backbone(model.encoder.image_size, model.encoder.interpolation)
     forward: torch.nn.Module = model
     if dist.enabled:
         forward = torch.nn.parallel.DistributedDataParallel(

@@ -29,7 +29,8 @@ def validate(model: DetectorModel, samples: list[Sample], cfg: TrainConfig, devi
     that needs an absent class (or any image) is NaN, as the history has always recorded it.
     """
     # validation scores as the trained detector will: its views, combined by its rule
-    ds = ImageDataset(samples, cfg.preprocess.for_backbone(model.encoder.image_size), train=False, views=cfg.views)
+    policy = cfg.preprocess.for_backbone(model.encoder.image_size, model.encoder.interpolation)
+    ds = ImageDataset(samples, policy, train=False, views=cfg.views)
     scores, errors = score_dataset(
         model,
         ds,
