@@ -32,7 +32,9 @@ the final embedding (``linear``); ``-nsp`` variants project out the top principa
 training features first (a content-removal idea after NS-Net, which removes semantic directions);
 fine-tuning of the last K blocks (MPFT) from a cached frozen prefix, with TAM / random / no mask
 applied *at the input* (the frozen prefix of a masked view is cached once per view: last-K tuning
-never updates those blocks, so this equals masking the input with the mask fixed per training view).
+never updates those blocks, so this equals masking the input with the mask fixed per training view; the
+cache does not keep which patches survived, so the tuned blocks get ``keep=None``: right for CLIP, whose
+positions are added at the input, not for a family with rotary positions in its blocks such as DINOv3).
 
 Cost control: the frozen backbone runs once per view; features are cached in ``--cache`` (memmaps with a
 done-marker per image). Results: one JSON line per (method, fold, seed) in ``--out``/results.jsonl,
@@ -75,7 +77,7 @@ from mpft.fsutil import atomic_file  # noqa: E402
 from mpft.model import block_features  # noqa: E402
 from mpft.tam import select_masked, texture_scores  # noqa: E402
 from mpft.views import ViewConfig, combine_logits, make_views  # noqa: E402
-from unseen_generators import TRAIN_AUGMENT, auc_ci, sigmoid, train_views  # noqa: E402
+from unseen_generators import TRAIN_AUGMENT, Suffix, auc_ci, sigmoid, train_views  # noqa: E402
 
 log = logging.getLogger("field_folds")
 REPO = Path(__file__).resolve().parents[1]
@@ -271,8 +273,8 @@ def encode(enc, views: np.ndarray, prefix_at: int | None) -> dict[str, np.ndarra
         if prefix_at is not None and i == prefix_at:
             prefix = hidden.float()
         hidden = enc.run_blocks(hidden, i, i + 1)
-        cls.append(hidden[:, 0].float())
-        patch.append(hidden[:, 1:].float().mean(1))
+        cls.append(enc.summary_token(hidden).float())
+        patch.append(hidden[:, enc.num_prefix_tokens:].float().mean(1))
     emb = enc.pool(hidden).float()
     out = {"cls": torch.stack(cls, 1).numpy(), "patch": torch.stack(patch, 1).numpy(), "emb": emb.numpy(),
            "texture": tex.numpy()}
@@ -288,14 +290,12 @@ def masked_prefix(enc, views: np.ndarray, texture: np.ndarray, strategy: str, ra
 
     views (V, S, S, 3) uint8, texture (V, N) -> (V, 1 + N - M, D) float32.
     """
-    from mpft.backbones.encoder import gather_tokens
-
     dtype = next(enc.parameters()).dtype
     x01 = torch.from_numpy(views).permute(0, 3, 1, 2).float() / 255
     g = torch.Generator().manual_seed(key)
     _, keep = select_masked(torch.from_numpy(texture), ratio, strategy, generator=g)
-    tokens = gather_tokens(enc.embed(enc.normalize(x01).to(dtype)), keep)
-    return enc.run_blocks(enc.pre_norm(tokens), 0, prefix_at).float().numpy()
+    tokens = enc.embed(enc.normalize(x01).to(dtype), keep)
+    return enc.run_blocks(enc.pre_norm(tokens), 0, prefix_at, keep).float().numpy()
 
 
 AUDIT, AUDIT_EVERY = ("stored", "jpeg95"), 3
@@ -316,7 +316,7 @@ def extract(items: list[Item], enc, root: Path, n_train: int, prefix_at: int,
             masks: tuple[str, ...] = (), chunk: int = 4) -> dict[str, Store]:
     """Features of every store's views, ``chunk`` images per forward batch (CPU throughput grows with
     the batch); resumable per image."""
-    n, size, T = len(items), enc.image_size, 1 + enc.num_patches
+    n, size, T = len(items), enc.image_size, enc.num_prefix_tokens + enc.num_patches
     stores = {
         "train": Store(root, "train", _shapes(enc, n, n_train, T)),
         "s512": Store(root, "s512", _shapes(enc, n, len(S512_VIEWS), T)),
@@ -324,7 +324,7 @@ def extract(items: list[Item], enc, root: Path, n_train: int, prefix_at: int,
         "jpeg95": Store(root, "jpeg95", _shapes(enc, n, 1, None)),
     }
     for m in masks:
-        kept = 1 + enc.num_patches - round(MASKS[m][1] * enc.num_patches)
+        kept = enc.num_prefix_tokens + enc.num_patches - round(MASKS[m][1] * enc.num_patches)
         stores[f"train-{m}"] = Store(root, f"train-{m}", {"prefix": ((n, n_train, kept, enc.width), np.float16)})
     todo = [i for i in range(n) if not all(s.done[i] for s in stores.values())]
     t0 = time.perf_counter()
@@ -457,40 +457,6 @@ def fit_probe(feats: torch.Tensor, labels: np.ndarray, weights: np.ndarray, seed
             return head(x).squeeze(-1)
 
     return Probe().eval()
-
-
-class Suffix(torch.nn.Module):
-    """The last K blocks (a copy), post-LN, projection and a head: what last-K / LoRA tuning train."""
-
-    def __init__(self, enc, start: int, lora: bool, seed: int):
-        super().__init__()
-        import copy
-
-        torch.manual_seed(seed)
-        self.blocks = copy.deepcopy(torch.nn.ModuleList(list(enc._layers[start:])))
-        self.enc_pool = copy.deepcopy(torch.nn.ModuleList([enc._post_ln] + ([enc._projection] if enc._projection
-                                                                              is not None else [])))
-        self.head = torch.nn.Linear(enc.embed_dim, 1)
-        torch.nn.init.normal_(self.head.weight, std=0.01)
-        torch.nn.init.zeros_(self.head.bias)
-        if lora:
-            from peft import LoraConfig, inject_adapter_in_model
-
-            for p in self.parameters():
-                p.requires_grad_(False)
-            inject_adapter_in_model(LoraConfig(r=8, lora_alpha=16, target_modules=enc.lora_target_modules()),
-                                    self.blocks)
-            for n_, p in self.named_parameters():
-                p.requires_grad_("lora_" in n_ or n_.startswith("head."))
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        for layer in self.blocks:
-            out = layer(hidden, None)
-            hidden = out[0] if isinstance(out, tuple) else out
-        pooled = hidden[:, 0]
-        for mod in self.enc_pool:
-            pooled = mod(pooled)
-        return self.head(pooled).squeeze(-1)
 
 
 def fit_suffix(enc, prefix: np.ndarray, idx: np.ndarray, labels: np.ndarray, weights: np.ndarray, m: Method,

@@ -123,7 +123,7 @@ def _stored_features(model: DetectorModel, pixels: torch.Tensor, device: torch.d
     x = model.encoder.normalize(pixels.to(device).float().div_(255.0))
     with autocast_for(device, precision):
         if model.tune.feature_blocks:
-            feats = model.encoder.block_cls(x, tuple(range(1, model.encoder.num_layers + 1)))
+            feats = model.encoder.block_tokens(x, tuple(range(1, model.encoder.num_layers + 1)))
         else:
             feats = model.features(x)
     return feats.float().cpu()
