@@ -23,7 +23,6 @@ Prerequisites
 Models and scripts
     tiny_checkpoint(path, strategy, ...)  a random:tiny detector (32 px input, 4x4 grid) saved at path,
                                           built by mpft.model.create_model (lora_std: non-zero adapters)
-                                          built by mpft.model.create_model
     tiny_family_dir(path, family, ...)    a tiny random transformers instance of a backbone family
                                           (TINY_FAMILIES: clip, metaclip2, siglip, siglip2, dinov2,
                                           dinov2-reg, dinov3) saved with save_pretrained + preprocessor_config.json,
