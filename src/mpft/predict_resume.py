@@ -99,14 +99,16 @@ def _read_csv(path: Path) -> tuple[list[str], list[str]]:
 
     text = path.read_text(encoding="utf-8", errors="surrogateescape")
     records: list[list[str]] = []
+    cut_in_quotes = True
     # a quoted field (a newline in a file name) cut short by the kill ends the reading: dropped below
     with contextlib.suppress(csv.Error):
         for record in csv.reader(io.StringIO(text, newline=""), strict=True):
             records.append(record)
+        cut_in_quotes = False
     if records and tuple(records[0]) != COLUMNS:
         raise ConfigError(f"--resume: {path} does not start with the header of `mpft predict --format csv`")
     complete = [r for r in records[1:] if len(r) == len(COLUMNS)]
-    if len(complete) != len(records) - 1 or (records and not text.endswith("\n")):
+    if cut_in_quotes or len(complete) != len(records) - 1:
         # rewrite the complete rows only, so the appended rows start on a record boundary
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
