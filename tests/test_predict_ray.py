@@ -50,6 +50,8 @@ def test_engine_options_are_checked(capsys, folder):
     assert predict(capsys, folder, "--engine", "spark")[0] == 2
     code, _, err = predict(capsys, folder, "--actors", "2")
     assert code == 2 and "--engine ray" in err
+    code, _, err = predict(capsys, folder, "--engine", "ray", "--workers", "2")
+    assert code == 2 and "--workers" in err
 
 
 @pytest.mark.slow  # a local Ray and its actors (~30-90 s on 2 busy cores)

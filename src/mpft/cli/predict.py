@@ -113,6 +113,8 @@ def predict_cmd(
     engine = check_engine(engine)
     if engine != "ray" and (address is not None or actors != 1):
         raise ConfigError("--address and --actors need --engine ray")
+    if engine == "ray" and workers:
+        raise ConfigError("--workers is for --engine local; with --engine ray, Ray tasks decode (scale with --actors)")
     if views is not None:
         from mpft.views import parse_views
 

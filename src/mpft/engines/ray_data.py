@@ -201,7 +201,9 @@ def predict_iter(spec: DetectorSpec, pre, inputs: Sequence[Path], *, batch_size:
         names = [str(p) for p in inputs]
         items = [{"index": i // batch_size, "paths": json.dumps(names[i:i + batch_size])}
                  for i in range(0, len(names), batch_size)]
-        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * actors)))
+        # one block per batch for small runs (every batch can decode in parallel); at most 1024 blocks,
+        # so a million images do not become 62k tiny tasks (a block's batches decode one after another)
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 1024)))
         ds = ds.map(decode_batch, fn_kwargs={"pre": pre}, num_cpus=DECODE_CPUS)
         ds = ds.map(BatchScorer, fn_constructor_kwargs={"spec": spec, "batch_size": batch_size, "threads": threads},
                     compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
