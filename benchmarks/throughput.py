@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
             import ray
 
             ray.shutdown()
+    # the model alone again: on a shared machine the two figures bracket the drift during the runs
+    end = out["model_only_end"] = model_only(det, paths, args.batch)
+    print(f"model only again, at the end: {end['images_per_s']:.3f} images/s")
     out["machine"]["load_average_after"] = os.getloadavg()[0]
     print(f"load average (1 min) before/after: {out['machine']['load_average_before']:.2f} / "
           f"{out['machine']['load_average_after']:.2f}")
