@@ -106,3 +106,19 @@ def test_mpft_predictor_in_a_users_pipeline(capsys, local_ray, ckpt, folder):
             # other batches than plain predict's: float rounding only
             assert r["probability"] == pytest.approx(want["probability"], abs=1e-6)
             assert r["verdict"] == want["verdict"]
+
+
+@pytest.mark.slow  # the shipped detector (real B/16) in two actors and locally
+def test_shipped_detector_same_rows_with_ray(capsys, local_ray, data_root, tmp_path):
+    """The issue's 'done when': plain and Ray rows identical with the real detector and its five views.
+    A 3-image last batch is the case where an actor with another torch thread count differed (4e-11)."""
+    import shutil
+
+    photos = sorted((data_root / "imagenet_samples" / "nature").iterdir())[:6]
+    for p in photos:
+        shutil.copy(p, tmp_path / p.name)
+    (tmp_path / "zz_broken.jpg").write_text("not a jpeg")
+    plain = predict(capsys, tmp_path, "-f", "jsonl", "-b", "4")
+    ray_run = predict(capsys, tmp_path, "-f", "jsonl", "-b", "4", "--engine", "ray", "--actors", "2")
+    assert plain[0] == ray_run[0] == 1
+    assert len(plain[1].splitlines()) == 7 and ray_run[1] == plain[1]

@@ -181,8 +181,8 @@ def predict_iter(spec: DetectorSpec, pre, inputs: Sequence[Path], *, batch_size:
     """Score ``inputs`` with Ray Data; yields ``Prediction`` objects in input order.
 
     ``pre``: the detector's Preprocessor (decoding settings for the tasks); ``threads``: torch
-    threads per actor (None: this machine's cores shared among the actors when Ray runs locally,
-    torch's default on a cluster).
+    threads per actor (None: this process's count when Ray runs locally, which keeps the rows
+    identical to the local engine's; torch's default of each node on a cluster).
     """
     import ray
     import ray.data
@@ -197,7 +197,12 @@ def predict_iter(spec: DetectorSpec, pre, inputs: Sequence[Path], *, batch_size:
         ctx.execution_options.preserve_order = True  # rows in input order, like the local engine
         ctx.enable_progress_bars = False
         if threads is None and not address:
-            threads = max(1, (os.cpu_count() or 1) // actors)
+            # as many threads as this process (and so the local engine) uses: oneDNN's kernels may round
+            # differently with another thread count (measured: 4e-11 on one image of a 3-image batch),
+            # and the rows must be the local engine's bit for bit
+            import torch
+
+            threads = torch.get_num_threads()
         names = [str(p) for p in inputs]
         items = [{"index": i // batch_size, "paths": json.dumps(names[i:i + batch_size])}
                  for i in range(0, len(names), batch_size)]
