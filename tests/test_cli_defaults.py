@@ -15,6 +15,8 @@ import typer.main
 
 from mpft.cli import app
 from mpft.detector import Detector
+from mpft.engines import DEFAULT_ENGINE
+from mpft.engines.ray_data import predict_iter as ray_predict_iter
 from mpft.explain import explain_image, render
 from mpft.serve.settings import MIB, ServeSettings
 
@@ -36,11 +38,15 @@ PREDICT = {
     "precision": (_kwarg_default(Detector.load, "precision"), lambda v: v),
     "views": (_kwarg_default(Detector.load, "views"), lambda v: v),  # None: the checkpoint's own views
     "model": (_kwarg_default(Detector.load, "path"), lambda v: v),  # None: the shipped detector
+    "engine": (DEFAULT_ENGINE, lambda v: v),
+    "actors": (_kwarg_default(ray_predict_iter, "actors"), lambda v: v),
+    "address": (_kwarg_default(ray_predict_iter, "address"), lambda v: v),  # None: a local Ray
 }
 PREDICT_INTENDED = {
     "paths": "inputs: no library default",
     "fmt": "output formatting: CLI only",
     "output": "output file: CLI only",
+    "resume": "appending to --output: CLI only (predict_resume)",
     "recursive": "folder expansion: CLI only (predict_io.expand_inputs)",
     "band": "None: the checkpoint's band (Decision)",
     "threshold": "None: the checkpoint's threshold (Decision)",

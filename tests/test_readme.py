@@ -29,14 +29,16 @@ def test_dev_dependencies_have_upper_bounds() -> None:
     # A fresh `pip install -e '.[dev]'` takes the newest release allowed; pytest 9.2 (unbounded
     # `pytest>=8`) failed the suite while every developer had 8.x.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    for text in project["optional-dependencies"]["dev"]:
+    extras = project["optional-dependencies"]
+    for text in extras["dev"] + extras["ray"]:
         req = Requirement(text)
         assert any(s.operator in ("<", "<=", "==", "~=") for s in req.specifier), f"{text}: no upper bound"
 
 
 def test_readme_test_command_is_what_ci_runs_and_says_what_skips() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    command = "pip install -e '.[dev]' && python -m pytest -q"
+    # the ray extra too: the Ray engine's tests run in CI (and fail there without it, never skip)
+    command = "pip install -e '.[dev,ray]' && python -m pytest -q"
     assert command in README and command in ci
     # the browser tests skip without Chromium, which only .ci/run installs: the README says so
     after = README.split(command, 1)[1][:600]

@@ -218,20 +218,36 @@ class Detector:
                 [ds[j] for j in range(i, min(i + batch_size, len(items)))]
                 for i in range(0, len(items), batch_size)
             )
-        scorer = self.scorer(batch_size=max(batch_size, 16))
+        scorer = self.batch_scorer(batch_size)
         for batch in batches:
-            good = [(i, prep) for i, prep, _ in batch if prep is not None]
-            probs = scorer.score([prep.pixels for _, prep in good])
-            pmap = {i: float(p) for (i, _), p in zip(good, probs, strict=True)}
-            for i, prep, err in batch:
-                src = _source_name(items[i], i)
-                if err is not None:
-                    yield Prediction(src, None, "error", self.threshold, self.model_id, error=err)
-                else:
-                    p = pmap[i]
-                    yield Prediction(
-                        src, p, self.verdict(p), self.threshold, self.model_id, notes=prep.notes
-                    )
+            yield from self.score_batch(
+                [_source_name(items[i], i) for i, _, _ in batch], [(prep, err) for _, prep, err in batch], scorer
+            )
+
+    def batch_scorer(self, batch_size: int = 16) -> Scorer:
+        """The scorer :meth:`predict_iter` uses for batches of ``batch_size`` images."""
+        return self.scorer(batch_size=max(batch_size, 16))
+
+    def score_batch(
+        self, sources: Sequence[str], decoded: Sequence[tuple[Prepared | None, str | None]], scorer: Scorer
+    ) -> list[Prediction]:
+        """One batch of decoded inputs (views, or the decoding error) -> its predictions, in order.
+
+        The views of the whole batch go through one :meth:`Scorer.score` call: engines that split
+        the work elsewhere (``mpft predict --engine ray``) call this with the same batches to get
+        the same probabilities, bit for bit.
+        """
+        good = [(i, prep) for i, (prep, _) in enumerate(decoded) if prep is not None]
+        probs = scorer.score([prep.pixels for _, prep in good])
+        pmap = {i: float(p) for (i, _), p in zip(good, probs, strict=True)}
+        out = []
+        for i, (src, (prep, err)) in enumerate(zip(sources, decoded, strict=True)):
+            if prep is None:
+                out.append(Prediction(src, None, "error", self.threshold, self.model_id, error=err))
+            else:
+                p = pmap[i]
+                out.append(Prediction(src, p, self.verdict(p), self.threshold, self.model_id, notes=prep.notes))
+        return out
 
     def predict(self, images: ImageInput | Sequence[ImageInput], *, batch_size: int = 16) -> list[Prediction]:
         """Score paths, PIL images or encoded bytes; a bad input gets an ``error`` result, not an exception."""

@@ -6,7 +6,8 @@ quoted globs work on every shell) and ``-`` for a list of paths on stdin.
 
 Outputs: ``table``, ``jsonl`` and ``csv`` write and flush one row per result, so an
 interrupted run keeps every finished row; ``json`` writes one array when the run ends
-(also when it is interrupted, with the rows finished so far).
+(also when it is interrupted, with the rows finished so far); ``parquet`` writes a folder of
+part files, each complete when it appears (for large runs; needs pyarrow, the ``ray`` extra).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import glob
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -24,19 +26,24 @@ from mpft.data.scan import IMAGE_SUFFIXES, log_skipped, scan_folder
 from mpft.decision import check_band, check_threshold
 from mpft.display import display_name
 from mpft.errors import ConfigError
-from mpft.fsutil import link_problem
+from mpft.fsutil import atomic_file, link_problem
 
 if TYPE_CHECKING:  # the detector pulls in torch; this module must stay light for `mpft --help`
     from mpft.detector import Prediction
 
 __all__ = [
     "COLUMNS",
+    "FOLDER_FORMATS",
     "FORMATS",
     "IMAGE_SUFFIXES",
     "RowWriter",
     "check_decision",
     "expand_inputs",
     "make_writer",
+    "PARQUET_PART_ROWS",
+    "ParquetWriter",
+    "parquet_schema",
+    "require_pyarrow",
     "prediction_row",
     "read_path_list",
     "check_format",
@@ -44,7 +51,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("table", "json", "jsonl", "csv")
+FORMATS = ("table", "json", "jsonl", "csv", "parquet")
+#: Formats written to a folder of files rather than a text stream (``--output`` required).
+FOLDER_FORMATS = frozenset({"parquet"})
+#: Rows per Parquet part file: a killed run re-scores at most this many finished images.
+PARQUET_PART_ROWS = 1024
 #: Output columns, in order, of every format.
 COLUMNS = ("path", "probability", "verdict", "threshold", "model_id", "error", "notes")
 _GLOB_CHARS = frozenset("*?[")
@@ -182,7 +193,7 @@ def prediction_row(pred: Prediction) -> dict:
 class RowWriter:
     """Writes results to a text stream. ``write`` then ``close``; rows are flushed as written."""
 
-    def __init__(self, stream: TextIO):
+    def __init__(self, stream: TextIO | None):
         self.stream = stream
 
     def write(self, pred: Prediction) -> None:
@@ -216,12 +227,14 @@ class JsonWriter(RowWriter):
 
 
 class CsvWriter(RowWriter):
-    """RFC 4180 CSV with a header; notes joined by ``"; "``, empty cells for missing values."""
+    """RFC 4180 CSV with a header (``header=False`` when appending to a file that has one); notes
+    joined by ``"; "``, empty cells for missing values."""
 
-    def __init__(self, stream: TextIO):
+    def __init__(self, stream: TextIO, *, header: bool = True):
         super().__init__(stream)
         self._csv = csv.writer(stream, lineterminator="\n")
-        self._csv.writerow(COLUMNS)
+        if header:
+            self._csv.writerow(COLUMNS)
         stream.flush()
 
     def write(self, pred: Prediction) -> None:
@@ -271,19 +284,86 @@ class TableWriter(RowWriter):
         self._emit(self._line(cells))
 
 
-def make_writer(fmt: str, stream: TextIO, *, path_width: int = 40, model_width: int = 24) -> RowWriter:
+def parquet_schema():
+    """The Arrow schema of a Parquet part: the :data:`COLUMNS`, notes as a list of strings."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("path", pa.string()), ("probability", pa.float64()), ("verdict", pa.string()),
+        ("threshold", pa.float64()), ("model_id", pa.string()), ("error", pa.string()),
+        ("notes", pa.list_(pa.string())),
+    ])
+
+
+def require_pyarrow() -> None:
+    """Raises ConfigError when pyarrow (Parquet) is missing, before any model loads."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ConfigError("--format parquet needs pyarrow: pip install 'mpft[ray]' (or pip install pyarrow)") from None
+
+
+class ParquetWriter(RowWriter):
+    """Rows to a folder of Parquet files (``part-<start>-<n>.parquet``), one every ``part_rows`` rows
+    and one at :meth:`close`. Each part is written beside its name and renamed into place, so the
+    folder only ever holds complete parts: a killed run loses the rows of its unfinished part only,
+    and ``--resume`` adds parts. ``pyarrow.parquet.read_table(folder)`` (or pandas, Spark, Ray)
+    reads the folder as one table.
+    """
+
+    def __init__(self, folder: Path, *, part_rows: int = PARQUET_PART_ROWS):
+        super().__init__(None)
+        require_pyarrow()
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.part_rows = max(1, part_rows)
+        # a resumed run's parts sort after the first run's and never overwrite them
+        self._prefix = f"part-{time.time_ns()}"
+        self._parts = 0
+        self.rows: list[dict] = []
+
+    def write(self, pred: Prediction) -> None:
+        self.rows.append(prediction_row(pred))
+        if len(self.rows) >= self.part_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.rows:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist(self.rows, schema=parquet_schema())
+        with atomic_file(self.folder / f"{self._prefix}-{self._parts:06d}.parquet") as tmp:
+            pq.write_table(table, tmp)
+        self._parts += 1
+        self.rows = []
+
+    def close(self) -> None:
+        self._flush()
+
+
+def make_writer(fmt: str, stream: TextIO | None, *, path_width: int = 40, model_width: int = 24,
+                append: bool = False, folder: Path | None = None) -> RowWriter:
     """The writer for ``fmt`` (one of :data:`FORMATS`).
 
+    ``append``: the stream already holds rows of this format (``--resume``): no CSV header.
+    ``folder``: where a folder format (parquet) writes its parts.
+
     Raises:
-        ConfigError: unknown format name.
+        ConfigError: unknown format name; parquet without a folder or without pyarrow.
     """
     fmt = check_format(fmt)
+    if fmt == "parquet":
+        if folder is None:
+            raise ConfigError("--format parquet writes a folder of part files: give it with --output DIR")
+        return ParquetWriter(folder)
     if fmt == "jsonl":
         return JsonlWriter(stream)
     if fmt == "json":
         return JsonWriter(stream)
     if fmt == "csv":
-        return CsvWriter(stream)
+        return CsvWriter(stream, header=not append)
     return TableWriter(stream, path_width=path_width, model_width=model_width)
 
 

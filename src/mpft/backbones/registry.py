@@ -217,8 +217,13 @@ def _from_state(
     std: tuple = CLIP_STD,
 ) -> ClipEncoder:
     with_projection = "visual_projection.weight" in state
-    model = build_model(config, with_projection=with_projection)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    # no random init, and the loaded tensors become the parameters (no copy): safetensors maps the
+    # file, so a cold start reads the weights once, and processes on one machine share the pages
+    model = build_model(config, with_projection=with_projection, empty=True)
+    # assigned tensors keep their dtype: an fp16 OpenAI checkpoint must still give fp32 parameters
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own and v.dtype != own[k].dtype else v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise BackboneError(
