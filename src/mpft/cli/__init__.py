@@ -7,7 +7,9 @@ Exit codes: 0 success; 1 some inputs failed (e.g. unreadable images in ``predict
 
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
 
 import click
 import typer
@@ -15,7 +17,10 @@ import typer
 from mpft import __version__
 from mpft.errors import MpftError
 
-app = typer.Typer(
+# Subcommand modules register on ``_app``; ``mpft.cli.app`` (module __getattr__) is the whole CLI with every
+# command. ``main`` imports only the module of the command it runs: each pulls in heavy libraries
+# (torch, transformers, fastapi) that the others do not need, and start-up time is the user's.
+_app = typer.Typer(
     name="mpft",
     help="Detect AI-generated images with MPFT: CLIP fine-tuned with Texture-Aware Masking.",
     no_args_is_help=True,
@@ -31,7 +36,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _root(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
@@ -54,19 +59,24 @@ def _root(
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _register() -> None:
-    # each subcommand module adds itself to `app`; absent modules mean not-yet-built commands
-    from mpft.cli import backbone, train  # noqa: F401
-
-    for optional in ("eval", "predict", "explain", "serve"):
-        try:
-            __import__(f"mpft.cli.{optional}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"mpft.cli.{optional}":
-                raise
+COMMANDS = ("predict", "train", "eval", "explain", "serve", "backbone")
 
 
-_register()
+def _register(names: tuple[str, ...] = COMMANDS) -> None:
+    for name in names:
+        importlib.import_module(f"mpft.cli.{name}")
+
+
+def __getattr__(name: str):
+    if name == "app":
+        _register()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` runs (the root options take no values), or None (help, version)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 try:  # typer >= 0.29 vendors its own click; usage errors come from either copy
@@ -79,8 +89,10 @@ except ImportError:  # pragma: no cover - older typer
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; turns mpft errors into messages and exit codes."""
+    command = _command_of(sys.argv[1:] if argv is None else list(argv))
+    _register((command,) if command in COMMANDS else COMMANDS)
     try:
-        rv = app(args=argv, standalone_mode=False)
+        rv = _app(args=argv, standalone_mode=False)
     except click.exceptions.Abort:
         typer.echo("interrupted", err=True)
         return 130

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mpft.backbones import DEFAULT_BACKBONE
-from mpft.cli import app
+from mpft.cli import _app as app
 
 backbone_app = typer.Typer(help="List, fetch and inspect backbones.", no_args_is_help=True)
 app.add_typer(backbone_app, name="backbone")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from mpft.cli import app
+from mpft.cli import _app as app
 from mpft.cli.runconfig import config_option
 from mpft.config import field_default
 from mpft.evaluation.settings import DEFAULT_SWEEP_N_BOOT, EvalSettings

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from mpft.cli import app
+from mpft.cli import _app as app
 from mpft.engines import DEFAULT_ENGINE
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from mpft.cli import app
+from mpft.cli import _app as app
 from mpft.config import kwarg_default
 from mpft.data.limits import DEFAULT_MAX_PIXELS
 from mpft.detector import Detector

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from mpft.cli import app
+from mpft.cli import _app as app
 from mpft.cli.runconfig import config_option
 from mpft.config import field_default
 from mpft.data.dataset import BALANCE_MODES
