@@ -96,8 +96,8 @@ def test_ci_script_installs_and_checks_what_the_tests_need():
     assert "command -v node" in script
     # the README's test command, as written there
     readme = (ROOT / "README.md").read_text()
-    assert "pip install -e '.[dev]' && python -m pytest -q" in readme and (
-        "pip install -e '.[dev]' && python -m pytest -q" in script
+    assert "pip install -e '.[dev,ray]' && python -m pytest -q" in readme and (
+        "pip install -e '.[dev,ray]' && python -m pytest -q" in script
     )
 
 

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from mpft.cli import main
-from tests.kit import fill_folder, tiny_checkpoint, write_corrupt, write_image
+from tests.kit import fill_folder, require, tiny_checkpoint, write_corrupt, write_image
 
-if os.environ.get("CI") == "true":
-    import ray  # CI installs the ray extra (.ci/run): without it these tests fail there, never skip
-else:
-    ray = pytest.importorskip("ray")
+try:
+    import ray
+except ImportError:
+    ray = None
+
+
+@pytest.fixture(autouse=True)
+def _needs_ray():
+    # CI installs the ray extra (.ci/run): without it these tests fail there, never skip
+    require(ray is not None, "ray (the [ray] extra)", "pip install -e '.[dev,ray]'")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +71,7 @@ def test_ray_rows_equal_plain_predict(capsys, local_ray, ckpt, folder, tmp_path)
     assert ray_run[1] == plain[1]  # byte for byte: same order, same probabilities
 
     # parquet from the Ray engine: the same rows again
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.parquet as pq  # the [ray] extra installs pyarrow
     out = tmp_path / "scores.parquet"
     assert predict(capsys, folder, missing, "-m", ckpt, "-f", "parquet", "-b", "4", "--engine", "ray",
                    "-o", out)[0] == 1

@@ -17,7 +17,7 @@ from mpft.cli import main
 from mpft.errors import ConfigError
 from mpft.predict_io import COLUMNS
 from mpft.predict_resume import read_resume, remaining
-from tests.kit import fill_folder, tiny_checkpoint, write_corrupt
+from tests.kit import fill_folder, require, tiny_checkpoint, write_corrupt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,11 @@ def test_resume_csv_writes_one_header(capsys, ckpt, folder, tmp_path):
 
 
 def test_resume_parquet_adds_parts(capsys, ckpt, folder, tmp_path):
-    pq = pytest.importorskip("pyarrow.parquet")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        pq = None
+    require(pq is not None, "pyarrow (the [ray] extra)", "pip install -e '.[dev,ray]'")
     out, ref = tmp_path / "scores.parquet", tmp_path / "ref.jsonl"
     predict(capsys, folder, "-m", ckpt, "-f", "jsonl", "-b", "4", "-o", ref)
     files = sorted(p for p in folder.iterdir())
