@@ -59,6 +59,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ from mpft.fsutil import atomic_file  # noqa: E402
 from mpft.model import block_features  # noqa: E402
 from mpft.tam import select_masked, texture_scores  # noqa: E402
 from mpft.views import ViewConfig, combine_logits, make_views  # noqa: E402
-from unseen_generators import TRAIN_AUGMENT, Suffix, auc_ci, sigmoid, train_views  # noqa: E402
+from unseen_generators import TRAIN_AUGMENT, Suffix, auc_ci, sigmoid, train_probe, train_views  # noqa: E402
 
 log = logging.getLogger("field_folds")
 REPO = Path(__file__).resolve().parents[1]
@@ -422,7 +423,6 @@ def probe_features(store: Store, m: Method) -> torch.Tensor:
 def fit_probe(feats: torch.Tensor, labels: np.ndarray, weights: np.ndarray, seed: int, nsp: int,
               epochs: int = 3) -> torch.nn.Module:
     """feats (N, V, F) -> module mapping (..., F) to logits; AdamW + cosine like ``mpft train --tune linear``."""
-    n, v, f = feats.shape
     proj = None
     if nsp:
         flat = feats.flatten(0, 1)
@@ -432,23 +432,8 @@ def fit_probe(feats: torch.Tensor, labels: np.ndarray, weights: np.ndarray, seed
                                          [:4000]] - mu, full_matrices=False)
         proj = vt[:nsp]
         feats = feats - (feats - mu) @ proj.T @ proj
-    g = torch.Generator().manual_seed(seed)
-    head = torch.nn.Linear(f, 1)
-    torch.nn.init.normal_(head.weight, std=0.01, generator=g)
-    torch.nn.init.zeros_(head.bias)
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=0.01)
-    total = max(1, n * v // 32) * epochs * 4
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
-    y = torch.from_numpy(labels.astype(np.float32))
-    w = torch.from_numpy(weights)
-    for _ in range(total):
-        i = torch.multinomial(w, 32, replacement=True, generator=g)
-        j = torch.randint(0, v, (32,), generator=g)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(feats[i, j]).squeeze(-1), y[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+    # unseen_generators' probe trainer (AdamW lr 1e-3, wd 0.01, cosine, batch 32): the two benchmarks agree
+    head = train_probe(feats, labels, weights, SimpleNamespace(epochs=epochs), seed)
 
     class Probe(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
