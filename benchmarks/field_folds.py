@@ -77,8 +77,9 @@ from mpft.evaluation.thresholds import threshold_at_fpr  # noqa: E402
 from mpft.fsutil import atomic_file  # noqa: E402
 from mpft.model import block_features  # noqa: E402
 from mpft.tam import select_masked, texture_scores  # noqa: E402
-from mpft.views import ViewConfig, combine_logits, make_views  # noqa: E402
-from unseen_generators import TRAIN_AUGMENT, Suffix, auc_ci, sigmoid, train_probe, train_views  # noqa: E402
+from mpft.views import ViewConfig, make_views  # noqa: E402
+from unseen_generators import TRAIN_AUGMENT, Suffix, auc_ci, sigmoid, train_probe, train_views
+from unseen_generators import combine as ug_combine  # noqa: E402
 
 log = logging.getLogger("field_folds")
 REPO = Path(__file__).resolve().parents[1]
@@ -495,12 +496,7 @@ def view_logits(m: Method, fitted, store: Store, idx: np.ndarray, feats: torch.T
 
 
 def combine(logits: np.ndarray, distinct: np.ndarray, names: tuple[str, ...], view_set: str) -> np.ndarray:
-    wanted, rule = VIEW_SETS[view_set]
-    cols = [names.index(n) for n in wanted]
-    keep = distinct[:, cols].copy()
-    keep[:, 0] = True
-    flat = torch.from_numpy(np.ascontiguousarray(logits[:, cols][keep]))
-    return combine_logits(flat, keep.sum(1).tolist(), rule).numpy()
+    return ug_combine(logits, distinct, names, view_set, VIEW_SETS)
 
 
 def balanced_threshold(scores_by_group: dict[str, np.ndarray], target: float = TARGET_FPR) -> float:

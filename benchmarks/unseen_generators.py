@@ -439,8 +439,10 @@ def view_logits(m: Method, fitted, store: Store, idx: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def combine(logits: np.ndarray, distinct: np.ndarray, names: tuple[str, ...], view_set: str) -> np.ndarray:
-    wanted, rule = VIEW_SETS[view_set]
+def combine(logits: np.ndarray, distinct: np.ndarray, names: tuple[str, ...], view_set: str,
+            view_sets: dict[str, tuple[tuple[str, ...], str]] | None = None) -> np.ndarray:
+    """(N, V) stored-view logits -> (N,) combined logits of ``view_set`` (repeated crops counted once)."""
+    wanted, rule = (view_sets or VIEW_SETS)[view_set]
     cols = [names.index(n) for n in wanted]
     sel = logits[:, cols]
     keep = distinct[:, cols]
