@@ -1,17 +1,24 @@
-"""The CLIP family adapter: transformers' CLIP vision tower behind :class:`VisionBackbone`.
+"""The CLIP family adapter: a CLIP vision tower behind :class:`VisionBackbone`.
 
-It is the only module that knows CLIP's transformers module names (MetaCLIP 2 has the same
+The tower is transformers' (``hf:``, ``random:``) or mpft's plain-torch copy of its module tree
+(:mod:`mpft.backbones.clip_vit`: the offline ``clip-vit-b16`` and ``openai:``, without importing
+transformers). This is the only module that knows CLIP's module names (MetaCLIP 2 has the same
 layout and uses it too): tuning strategies select parameters through the interface
 (:mod:`mpft.backbones.base`), never by matching strings elsewhere.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
-from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
 from mpft.backbones.base import VisionBackbone
+from mpft.backbones.clip_vit import ClipVitConfig
+
+if TYPE_CHECKING:
+    from transformers import CLIPVisionConfig
 
 # OpenAI CLIP's pixel statistics: the one definition (every CLIP backbone here uses them unless its
 # own preprocessor config says otherwise)
@@ -29,7 +36,7 @@ class ClipEncoder(VisionBackbone):
     default_interpolation = "bicubic"
     interpolates_positions = False
 
-    def __init__(self, model: CLIPVisionModelWithProjection | CLIPVisionModel, **kwargs):
+    def __init__(self, model: nn.Module, **kwargs):
         super().__init__(model, **kwargs)
         # a tower with a projection nests the plain vision model; the plain one is it
         vm = getattr(model, "vision_model", model)
@@ -79,28 +86,39 @@ class ClipEncoder(VisionBackbone):
     def info(self) -> dict:
         return {**super().info(), "has_projection": self._projection is not None}
 
-    # transformers classes of the tower with and without the projection (MetaCLIP 2 names its own)
-    towers = (CLIPVisionModelWithProjection, CLIPVisionModel)
+    @classmethod
+    def towers(cls) -> tuple[type, type]:
+        """transformers classes of the tower with and without the projection (MetaCLIP 2 names its own);
+        imported here, not at module level, so that the offline towers never import them."""
+        from transformers import CLIPVisionModel, CLIPVisionModelWithProjection
+
+        return CLIPVisionModelWithProjection, CLIPVisionModel
 
     @classmethod
     def load_pretrained(cls, name_or_dir: str) -> nn.Module:
         """The transformers vision tower of a checkpoint (full model or tower), with its projection
         when the checkpoint has one; a projection it lacks is never initialised at random."""
-        with_proj, plain = cls.towers
+        with_proj, plain = cls.towers()
         model, info = with_proj.from_pretrained(name_or_dir, attn_implementation="sdpa", output_loading_info=True)
         if any(k.startswith("visual_projection") for k in info.get("missing_keys", ())):
             model = plain.from_pretrained(name_or_dir, attn_implementation="sdpa")
         return model
 
 
-def build_model(config: CLIPVisionConfig, *, with_projection: bool = True, empty: bool = False) -> nn.Module:
-    """Instantiate a transformers CLIP vision tower with SDPA attention.
+def build_model(
+    config: CLIPVisionConfig | ClipVitConfig, *, with_projection: bool = True, empty: bool = False
+) -> nn.Module:
+    """Instantiate a transformers CLIP vision tower with SDPA attention (``random:`` backbones, tests).
 
     ``empty``: skip the random initialisation (0.9 s for B/16 on 2 cores) because the caller
     replaces every parameter with loaded weights (``load_state_dict(..., assign=True)``); buffers
     such as the position ids are still built.
     """
-    cls = CLIPVisionModelWithProjection if with_projection else CLIPVisionModel
+    from transformers import CLIPVisionConfig
+
+    if isinstance(config, ClipVitConfig):
+        config = CLIPVisionConfig(**config.to_dict())
+    cls = ClipEncoder.towers()[0 if with_projection else 1]
     if not empty:
         return cls._from_config(config, attn_implementation="sdpa")
     from transformers.initialization import no_init_weights

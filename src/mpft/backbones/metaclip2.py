@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from transformers import MetaClip2VisionModel, MetaClip2VisionModelWithProjection
-
 from mpft.backbones.encoder import ClipEncoder
 
 
@@ -11,4 +9,8 @@ class MetaClip2Encoder(ClipEncoder):
     """A MetaCLIP 2 image tower: the CLIP adapter with MetaCLIP 2's tower classes."""
 
     family = "metaclip2"
-    towers = (MetaClip2VisionModelWithProjection, MetaClip2VisionModel)
+    @classmethod
+    def towers(cls) -> tuple[type, type]:
+        from transformers import MetaClip2VisionModel, MetaClip2VisionModelWithProjection
+
+        return MetaClip2VisionModelWithProjection, MetaClip2VisionModel

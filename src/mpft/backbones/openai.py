@@ -12,8 +12,8 @@ import zipfile
 from pathlib import Path
 
 import torch
-from transformers import CLIPVisionConfig
 
+from mpft.backbones.clip_vit import ClipVitConfig
 from mpft.errors import BackboneError
 
 _LAYER = re.compile(r"^visual\.transformer\.resblocks\.(\d+)\.(.+)$")
@@ -43,7 +43,7 @@ _TOP_DIRECT = {
 _HF_PREFIX = "vision_model.encoder.layers"
 
 
-def config_from_openai(state: dict[str, torch.Tensor]) -> CLIPVisionConfig:
+def config_from_openai(state: dict[str, torch.Tensor]) -> ClipVitConfig:
     """Infer the vision config (width, patch, layers, heads, projection) from tensor shapes."""
     try:
         conv = state["visual.conv1.weight"]
@@ -58,7 +58,7 @@ def config_from_openai(state: dict[str, torch.Tensor]) -> CLIPVisionConfig:
     grid = math.isqrt(pos.shape[0] - 1)
     layers = 1 + max(int(m.group(1)) for k in state if (m := _LAYER.match(k)))
     fc = state["visual.transformer.resblocks.0.mlp.c_fc.weight"]
-    return CLIPVisionConfig(
+    return ClipVitConfig(
         hidden_size=int(width),
         intermediate_size=int(fc.shape[0]),
         num_hidden_layers=int(layers),

