@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -119,6 +120,19 @@ def test_exclude_takes_paths_and_csv_lists(tree, tmp_path):
     # validation loses excluded images too
     _, val_s, _ = resolve_training_data(_cfg(tree, tmp_path, validate=True, exclude=(str(val_all[0].path),)))
     assert val_all[0] not in val_s and len(val_s) == len(val_all) - 1
+
+
+def test_exclude_matches_paths_spelled_through_other_folders(tree, tmp_path):
+    # a manifest elsewhere names the same file as "../<tree>/..."; an exclusion list in a third folder
+    # names it relative to itself: the "." / ".." differences must not let the image back in
+    samples = discover(tree, split="train")
+    lists = tmp_path / "lists" / "deeper"
+    lists.mkdir(parents=True)
+    listed = lists / "out.csv"
+    listed.write_text("path\n" + "".join(f"{os.path.relpath(s.path, lists)}\n" for s in samples[:2]))
+    spelled = str(tmp_path / "lists" / ".." / os.path.relpath(samples[2].path, tmp_path))
+    train_s, _, _ = resolve_training_data(_cfg(tree, tmp_path, exclude=(str(listed), spelled)))
+    assert set(train_s) == set(samples[3:])
 
 
 def test_balance_generator_groups_real_photos_by_their_source(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def read_exclusions(entries: Sequence[str]) -> set[Path]:
     for entry in entries:
         p = Path(entry)
         if p.suffix.lower() != ".csv":
-            out.add(p.absolute())
+            out.add(_normal(p))
             continue
         try:
             with open(p, newline="", encoding="utf-8-sig") as fh:
@@ -44,12 +45,18 @@ def read_exclusions(entries: Sequence[str]) -> set[Path]:
             raise DataError(f"--exclude: cannot read {p} ({exc.strerror or exc})") from None
         if rows and "path" not in rows[0]:
             raise DataError(f"--exclude: {p} has no 'path' column (its header: {sorted(rows[0])})")
-        out.update((p.parent / r["path"].strip()).absolute() for r in rows if (r.get("path") or "").strip())
+        out.update(_normal(p.parent / r["path"].strip()) for r in rows if (r.get("path") or "").strip())
     return out
 
 
+def _normal(path: str | Path) -> Path:
+    # absolute and with "." / ".." folded, so "a/../b/x.png" in one manifest matches "b/x.png" in another
+    # (symlinks are left alone: a link and its target stay different images)
+    return Path(os.path.abspath(path))
+
+
 def _drop_excluded(samples: list[Sample], excluded: set[Path]) -> list[bool]:
-    return [Path(s.path).absolute() not in excluded for s in samples]
+    return [_normal(s.path) not in excluded for s in samples]
 
 
 def resolve_training_data(cfg: TrainConfig) -> tuple[list[Sample], list[Sample] | None, list[int]]:
