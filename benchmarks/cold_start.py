@@ -76,7 +76,12 @@ def main(argv: list[str] | None = None) -> dict:
     photos = sorted(p for p in args.photo_dir.iterdir() if p.is_file())[: args.photos]
     one = str(photos[0])
     mpft = mpft_command()
-    out: dict = {"machine": {"cpus": os.cpu_count(), "load_average_before": load_average()}}
+    sys.path.insert(0, str(HERE))
+    from machine import cpu_description
+
+    out: dict = {"machine": {"cpu": cpu_description(), "cpus": os.cpu_count(),
+                             "load_average_before": load_average()}}
+    print("machine:", out["machine"]["cpu"])
 
     wall(mpft + ["predict", one])  # page cache warm: "cold" means a new process, not a cold disk
     cpu: list[float] = []

@@ -102,7 +102,13 @@ def main(argv: list[str] | None = None) -> dict:
         size = im.size
     spec = DetectorSpec()
     det = spec.load()
-    out: dict = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import cpu_description
+
+    print("machine:", cpu_description())
+    out: dict = {"machine": {"cpu": cpu_description(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                              "load_average_before": os.getloadavg()[0]},
                  "photos": {"n": len(paths), "size": list(size), "views": det.views.spec}, "runs": {}}
     print(f"{len(paths)} JPEG photos {size[0]}x{size[1]}, views {det.views.spec}, batch {args.batch}, "
