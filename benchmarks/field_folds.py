@@ -627,12 +627,33 @@ def fit_logits(m: Method, fitted, feats: torch.Tensor) -> np.ndarray:
     return fitted(feats[:, 0]).numpy()
 
 
+def _seen(training: dict) -> tuple[set[str], set[str]]:
+    """(photo sources, families) a detector trained on: the generator column of its one training manifest
+    (make_default_detector.py's, in this benchmark's names), else the pre-field-benchmark detector's."""
+    real: set[str] = set()
+    gen: set[str] = set()
+    data = training.get("data") or []
+    data = [data] if isinstance(data, str) else list(data)
+    if len(data) == 1:
+        entry = data[0]
+        path = Path(entry) if Path(entry).is_absolute() else Path(__file__).resolve().parents[1] / entry
+        if path.suffix == ".csv" and path.is_file():
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    (gen if row["label"] == "ai" else real).add(row.get("generator", ""))
+    if real or gen:
+        return real, gen
+    return {"camera", "imagenet"}, {"gpt-image", "flux", "sd1-2", "sdxl-kolors", "sd3", "open-small", "comfyui"}
+
+
 def shipped_baseline(items: list[Item], stores: dict[str, Store], detector_dir: Path | None = None) -> dict:
     """The shipped detector as it is, on the cached ``s512-jpeg95`` views: its head on the cached CLS tokens
     of its feature blocks (the benchmark's bf16 features), at its own stored threshold.
 
     Per photo source and per generator family: the share called generated. Sources and families it
-    trained on (camera, ImageNet, native.csv's families, comfyui) are marked ``seen``.
+    trained on are marked ``seen``: those its training manifest names (``make_default_detector.py``
+    writes one with this benchmark's family and source names), else those of the detector shipped
+    until the field benchmark (camera, ImageNet, native.csv's families, comfyui).
     """
     from safetensors.torch import load_file
 
@@ -641,13 +662,13 @@ def shipped_baseline(items: list[Item], stores: dict[str, Store], detector_dir: 
     folder = Path(detector_dir or DEFAULT_DETECTOR_DIR)
     cfg = json.loads((folder / "config.json").read_text())
     w = load_file(folder / "model.safetensors")  # a linear head on block features: all the probe needs
-    m = Method("shipped", "probe", blocks=tuple(cfg["tune"]["feature_blocks"]))
+    blocks = tuple(cfg["tune"]["feature_blocks"])
+    m = Method("shipped", "probe", "cls" if blocks else "emb", blocks=blocks)
     feats = probe_features(stores["s512"], m)
     logits = (feats @ w["head.weight"].T + w["head.bias"]).squeeze(-1).numpy()
     s = sigmoid(combine(logits, np.asarray(stores["s512"].arrays["distinct"]), S512_VIEWS, "grid2+whole"))
     t = float(cfg["threshold"])
-    seen_real = {"camera", "imagenet"}
-    seen_gen = {"gpt-image", "flux", "sd1-2", "sdxl-kolors", "sd3", "open-small", "comfyui"}
+    seen_real, seen_gen = _seen(cfg.get("training", {}))
     out: dict = {"threshold": t, "photos": {}, "generated": {}}
     y = np.array([it.label for it in items])
     for kind, label, seen in (("photos", 0, seen_real), ("generated", 1, seen_gen)):

@@ -67,3 +67,15 @@ def test_field_folds_quick_runs_resumes_and_reports(tmp_path, data_root):
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
     text = load_script("field_report").report(out / "results.jsonl")
     assert "blocks2-3-nsp16" in text and "LOSO" in text
+
+
+def test_shipped_baseline_marks_what_the_detector_trained_on(tmp_path):
+    ff = load_script("field_folds")
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("path,label,generator,source\na.png,ai,flux,flux\nb.png,nature,imagenet,imagenet\n"
+                        "c.png,nature,old_scans_msft,scans+heic\n")
+    real, gen = ff._seen({"data": [str(manifest)]})
+    assert real == {"imagenet", "old_scans_msft"} and gen == {"flux"}
+    # a detector without a manifest: the one shipped before the field benchmark
+    real, gen = ff._seen({"data": ["../shared/data/native.csv", "../shared/data/comfyui_t2i"]})
+    assert real == {"camera", "imagenet"} and "comfyui" in gen and "nano-banana-pro" not in gen
