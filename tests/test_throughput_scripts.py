@@ -48,3 +48,16 @@ def test_cold_start_smoke_run(tmp_path, data_root):
     assert set(out["phases_s"]) == {"import_torch", "import_mpft", "detector_load", "first_predict"}
     assert out["one_image_s"]["median"] > sum(out["phases_s"].values()) * 0.5
     assert out["photos"]["n"] == 2 and out["photos"]["peer_s"] > 0 and (tmp_path / "cold.json").is_file()
+
+
+def test_precision_gate_reports_the_shift_of_each_precision(tmp_path, tiny_ckpt):
+    from tests.kit import fill_folder
+
+    gate = load_script("precision_gate")
+    fill_folder(tmp_path / "photos", 3, smooth=True)
+    out = gate.main(["--model", str(tiny_ckpt), "--photos", str(tmp_path / "photos"), "--n", "3",
+                     "--precisions", "fp32", "bf16", "--json", str(tmp_path / "gate.json")])
+    assert out["photos"] == 3 and out["gate"] == 0.01
+    fp32 = out["precisions"]["fp32"]  # fp32 against itself: no shift, passes
+    assert fp32["max_abs_dp"] == 0.0 and fp32["passes"] and fp32["verdict_flips"] == 0
+    assert out["precisions"]["bf16"]["max_abs_dp"] >= 0 and (tmp_path / "gate.json").is_file()
