@@ -401,6 +401,9 @@ def methods_for(num_layers: int) -> dict[str, Method]:
         Method("blocks1-3", "probe", blocks=_rng(1, min(3, L))),
         Method(f"patch{mid}-{mid + 1}", "probe", "patch", blocks=_rng(mid, min(L, mid + 1))),
         Method(f"patch{mid}-{L}", "probe", "patch", blocks=_rng(mid, L)),
+        # final embedding and intermediate tokens side by side (added after the first 10 probes)
+        Method(f"linear+blocks{mid}-{L}", "probe", "emb+cls", blocks=_rng(mid, L)),
+        Method(f"linear+patch{mid}-{L}", "probe", "emb+patch", blocks=_rng(mid, L)),
         Method(f"blocks{mid}-{L}-nsp16", "probe", blocks=_rng(mid, L), nsp=16),
         Method(f"blocks{mid}-{mid + 1}-nsp16", "probe", blocks=_rng(mid, min(L, mid + 1)), nsp=16),
         Method("last-k", "finetune"),
@@ -412,7 +415,11 @@ def methods_for(num_layers: int) -> dict[str, Method]:
 
 
 def probe_features(store: Store, m: Method) -> torch.Tensor:
-    """(N, V, F) features of every item for a probe method (layer-normalised per block)."""
+    """(N, V, F) features of every item for a probe method (layer-normalised per block); ``a+b``: the
+    features of ``a`` and ``b`` (``emb``, ``cls``, ``patch``) side by side, one head on both."""
+    if "+" in m.feature:
+        return torch.cat([probe_features(store, Method(m.name, m.kind, part, m.blocks))
+                          for part in m.feature.split("+")], dim=-1)
     if m.feature == "emb":
         return torch.from_numpy(np.asarray(store.arrays["emb"], dtype=np.float32))
     tok = np.asarray(store.arrays[m.feature][:, :, [b - 1 for b in m.blocks]], dtype=np.float32)
