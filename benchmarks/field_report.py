@@ -175,6 +175,31 @@ def source_comparison(recs: list[dict], methods: tuple[str, ...], views: str = M
     return lines
 
 
+FINETUNED = ("last-k", "last-k-random25", "last-k-tam25", "lora-tam25")
+PROBES_BESIDE = ("linear", "blocks6-12")
+
+
+def finetune_summary(recs: list[dict], views: str = MAIN_VIEWS) -> list[str]:
+    """Means over the (fold, seed) pairs where every fine-tuned method and the probes beside them ran, and
+    how often TAM beat no mask / a random mask on AUC (in-source threshold for the rates)."""
+    by = {(r["fold"], r["seed"], r["method"]): r for r in recs}
+    keys = sorted({(f, s) for f, s, m in by if all((f, s, x) in by for x in FINETUNED + PROBES_BESIDE)})
+    if not keys:
+        return []
+    lines = [f"Means over {len(keys)} folds (seed {', '.join(sorted({str(s) for _, s in keys}))}), in-source "
+             "threshold:", "", "| method | AUC | FPR unseen photos | recall unseen family | AUC wins vs last-k-tam25 |",
+             "|---|---|---|---|---|"]
+    for m in FINETUNED + PROBES_BESIDE:
+        vs = [by[(f, s, m)]["views"][views] for f, s in keys]
+        tam = [by[(f, s, "last-k-tam25")]["views"][views]["auc"] for f, s in keys]
+        wins = sum(v["auc"] > t for v, t in zip(vs, tam, strict=True))
+        lines.append(f"| {m} | {_mean([v['auc'] for v in vs]):.3f} | "
+                     f"{_pct(_mean([v['at']['in-source']['fpr']['rate'] for v in vs]))} | "
+                     f"{_pct(_mean([v['at']['in-source']['recall']['rate'] for v in vs]))} | "
+                     f"{'-' if m == 'last-k-tam25' else f'{wins} of {len(keys)}'} |")
+    return lines
+
+
 def finetune_table(recs: list[dict], views: str = MAIN_VIEWS) -> list[str]:
     """Fine-tuned methods next to the probes on the same (fold, seed): in-source threshold (the only one
     fine-tuning has: LOSO would need 6 more fine-tunes per fold)."""
@@ -185,7 +210,7 @@ def finetune_table(recs: list[dict], views: str = MAIN_VIEWS) -> list[str]:
     lines = ["| fold (photos / family), seed | method | AUC | FPR unseen photos | recall unseen family | "
              "FPR in-source photos | train s |", "|---|---|---|---|---|---|---|"]
     for k, s in keys:
-        rows = [r for r in recs if r["fold"] == k and r["seed"] == s]
+        rows = [r for r in recs if r["fold"] == k and r["seed"] == s and r["method"] in FINETUNED + PROBES_BESIDE]
         for r in sorted(rows, key=lambda r: (not r["method"].startswith(("last-k", "lora")), r["method"])):
             v = r["views"][views]
             at = v["at"]["in-source"]
@@ -208,3 +233,5 @@ if __name__ == "__main__":  # the tables docs/benchmarks.md quotes: python bench
     print("\n".join(calibration_size(recs, "blocks6-12")[3:]))
     print()
     print("\n".join(finetune_table(recs)))
+    print()
+    print("\n".join(finetune_summary(recs)))
