@@ -199,14 +199,18 @@ def make(args: argparse.Namespace, argv: list[str] | None) -> int:
         folder = args.cache / "loso" / g
         done = folder / "scores.json"
         paths = [it.path for it in members]
-        if done.is_file() and json.loads(done.read_text())["paths"] == paths:
-            loso[g] = np.array(json.loads(done.read_text())["scores"], dtype=np.float64)
+        exclude = folder / "exclude.csv"
+        inner_cfg = config(folder / "run", (str(exclude),))
+        # a finished group is reused only for the same photos and the same training command
+        key = {"paths": paths, "command": inner_cfg.command}
+        stored = json.loads(done.read_text()) if done.is_file() else {}
+        if {k: stored.get(k) for k in key} == key:
+            loso[g] = np.array(stored["scores"], dtype=np.float64)
         else:
-            exclude = folder / "exclude.csv"
             write_csv(exclude, ["path"], [[os.path.relpath(p, folder)] for p in paths])
-            inner = train(config(folder / "run", (str(exclude),)))
+            inner = train(inner_cfg)
             loso[g] = s512_scores(Detector.load(inner.last), paths)
-            atomic_write_text(done, json.dumps({"paths": paths, "scores": loso[g].tolist()}))
+            atomic_write_text(done, json.dumps({**key, "scores": loso[g].tolist()}))
         sources[g] = np.array([it.family for it in members])
         log.info("loso %s: %d photos, %.1f%% at p >= 0.5", g, len(paths), 100 * float((loso[g] >= 0.5).mean()))
     bad = {g: int(np.isnan(s).sum()) for g, s in loso.items() if np.isnan(s).any()}

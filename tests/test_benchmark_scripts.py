@@ -284,3 +284,10 @@ def test_make_default_detector_quick_writes_a_calibrated_checkpoint(tmp_path, da
     with open(data_root / "native.csv", newline="") as f:
         n_sd3 = sum(r["generator"] == "sd3" for r in csv.DictReader(f))
     assert 0 < metrics["heldout_family_recall"]["n"] <= n_sd3  # --quick keeps two per family
+    # a rerun reuses each group's scores; another training setting recomputes them
+    scores = cache / "loso" / "camera" / "scores.json"
+    stamp = scores.stat().st_mtime_ns
+    assert mk.main(["--quick", "--out", str(out), "--cache", str(cache)]) == 0
+    assert scores.stat().st_mtime_ns == stamp
+    assert mk.main(["--quick", "--out", str(out), "--cache", str(cache), "--epochs", "3"]) == 0
+    assert scores.stat().st_mtime_ns != stamp and "--epochs 3" in json.loads(scores.read_text())["command"]
