@@ -10,7 +10,6 @@ Target (issue 11): the default views cost at most 3x a single view on a 12 MP ph
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
@@ -70,10 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             det.max_pixels = max(det.max_pixels, size[0] * size[1])
             rows[spec] = time_predict(det, img, args.repeats)
     base = rows[args.views[0]]
-    flags = ""
-    with contextlib.suppress(OSError):
-        flags = " ".join(sorted({f for f in Path("/proc/cpuinfo").read_text().split() if f in
-                                 ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")}))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import SPEED_FLAGS
+    from mpft.precision import cpu_flags
+
+    flags = " ".join(sorted(set(cpu_flags() or ()) & set(SPEED_FLAGS)))
     print(f"{size[0]}x{size[1]} JPEG, Detector.predict median of {args.repeats}; CPU flags: {flags}")
     print(f"{'views':<16}{'seconds':>10}{'x ' + args.views[0]:>12}")
     for spec, s in rows.items():
